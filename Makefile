@@ -1,0 +1,35 @@
+# spamguard: `make install` builds .venv with everything (runtime, training, plugins, dev tools).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED_SMS := ../shared/data/sms_spam_collection/SMSSpamCollection
+
+.PHONY: install train test bench lint format
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+install: $(PY)
+	# torch pinned: the CPU wheel on this disk; an unpinned torch pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[train,milter,dev]'
+
+# The main job as a user online runs it: downloads GPT-2 (124M) and the SMS Spam Collection, fine-tunes,
+# exports the bundle and installs it as the default model.
+train: install
+	$(VENV)/bin/spamguard train
+
+test:
+	$(PY) -m pytest -q
+
+bench:
+	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,iqr,ops,rounds
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SMS_FILE = SHARED_DATA / "sms_spam_collection" / "SMSSpamCollection"
+BPE_DIR = SHARED_DATA / "gpt2_bpe"
+MAIL_DIR = SHARED_DATA / "spamassassin_2003_part1"
+
+
+@pytest.fixture(autouse=True)
+def spamguard_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own user dir, so no test reads or writes the developer's real models."""
+    home = tmp_path_factory.mktemp("spamguard-home")
+    monkeypatch.setenv("SPAMGUARD_HOME", str(home))
+    monkeypatch.delenv("SPAMGUARD_MODEL", raising=False)
+    return home

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import SMS_FILE
+
+from spamguard.training.data import (
+    HAM,
+    SPAM,
+    Example,
+    balance,
+    deduplicate,
+    label_counts,
+    read_sms_collection,
+    split,
+)
+from spamguard.training.errors import DataError
+
+
+def test_real_sms_file_counts() -> None:
+    examples = read_sms_collection(SMS_FILE)
+    assert label_counts(examples) == {"ham": 4827, "spam": 747}
+    assert label_counts(deduplicate(examples)) == {"ham": 4518, "spam": 653}
+    assert sum(e.text.startswith('"') for e in examples) >= 54
+
+
+def test_book_protocol_on_real_file_is_seeded_and_disjoint() -> None:
+    data = balance(deduplicate(read_sms_collection(SMS_FILE)), seed=123)
+    assert label_counts(data) == {"ham": 653, "spam": 653}
+    a, b = split(data, seed=123), split(data, seed=123)
+    assert a == b
+    assert (len(a.train), len(a.validation), len(a.test)) == (914, 130, 262)
+    texts = [{e.text for e in part} for part in (a.train, a.validation, a.test)]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    assert split(data, seed=7).test != a.test
+
+
+def test_stratified_split_keeps_both_classes_everywhere() -> None:
+    data = [Example(f"h{i}", HAM) for i in range(95)] + [Example(f"s{i}", SPAM) for i in range(5)]
+    parts = split(data, seed=0, fractions=(0.6, 0.2, 0.2), stratify=True)
+    assert [label_counts(p)["spam"] for p in (parts.train, parts.validation, parts.test)] == [3, 1, 1]
+
+
+def test_malformed_line_is_reported_with_its_number(tmp_path: Path) -> None:
+    f = tmp_path / "sms.tsv"
+    f.write_text("ham\tfine\nspam\talso fine\nhams without a tab\n")
+    with pytest.raises(DataError, match=r"sms\.tsv:3: expected 'ham<TAB>text'"):
+        read_sms_collection(f)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data file not found: .*nope\.tsv"):
+        read_sms_collection(tmp_path / "nope.tsv")
+
+
+def test_balance_needs_both_classes() -> None:
+    with pytest.raises(DataError, match="one class has no examples"):
+        balance([Example("a", HAM)], seed=0)

@@ -1,0 +1,1 @@
+"""Training half of spamguard (needs the `train` extra: torch, onnx, huggingface_hub, safetensors)."""
