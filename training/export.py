@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+
 from spamguard.training.gpt2 import GPT2Classifier
 
 PAD_ID = 50256

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from spamguard.training.errors import WeightsError
-from spamguard.training.gpt2 import CONFIGS, HUB_REPOS, GPT2Classifier, GPTConfig
 
 from spamguard.paths import cache_dir
+from spamguard.training.errors import WeightsError
+from spamguard.training.gpt2 import CONFIGS, HUB_REPOS, GPT2Classifier, GPTConfig
 
 HUB_FILES = ["config.json", "model.safetensors", "vocab.json", "merges.txt"]
 

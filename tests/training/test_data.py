@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SMS_FILE
 
 from spamguard.training.data import (
     HAM,
@@ -16,6 +15,8 @@ from spamguard.training.data import (
     split,
 )
 from spamguard.training.errors import DataError
+
+from conftest import SMS_FILE
 
 
 def test_real_sms_file_counts() -> None:

@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+
 from spamguard.training.export import check_parity, export_onnx, onnx_logits, pad_batch, quantize_int8
 from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
 

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_gpt2 import TINY, hf_tensors, reference_hidden, write_checkpoint
 from safetensors.torch import save_file
+
 from spamguard.training.errors import WeightsError
 from spamguard.training.gpt2 import CONFIGS, GPT2Classifier, GPTConfig
 from spamguard.training.weights import build_model, fetch
+
+from hf_gpt2 import TINY, hf_tensors, reference_hidden, write_checkpoint
 
 
 @pytest.fixture

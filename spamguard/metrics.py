@@ -1,0 +1,79 @@
+"""Classification figures and threshold choice, in numpy only, shared by training, `spamguard eval` and the
+accuracy benchmark so every report counts the same way. Positive class = spam; a false positive is ham
+called spam, the error that loses real mail."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _arrays(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError(f"labels and scores must be 1-d and of equal length, got {y.shape} and {s.shape}")
+    return y, s
+
+
+def binary_metrics(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float
+) -> dict[str, float | int]:
+    """Accuracy, precision, recall, F1 and false-positive rate of `score >= threshold` means spam, with the
+    confusion counts. Undefined ratios (no predicted spam, no ham) are reported as 0."""
+    y, s = _arrays(labels, scores)
+    predicted = s >= threshold
+    tp = int(np.sum(predicted & (y == 1)))
+    fp = int(np.sum(predicted & (y == 0)))
+    tn = int(np.sum(~predicted & (y == 0)))
+    fn = int(np.sum(~predicted & (y == 1)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "n": len(y),
+        "accuracy": (tp + tn) / len(y) if len(y) else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "fpr": fp / (fp + tn) if fp + tn else 0.0,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "threshold": float(threshold),
+    }
+
+
+def threshold_for_fpr(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, max_fpr: float
+) -> float:
+    """The lowest threshold whose false-positive rate on these (validation) scores is at most `max_fpr`.
+
+    With n ham messages, at most k = floor(max_fpr * n) of them may score at or above the threshold, so it sits
+    just above the (k+1)-th highest ham score. Lowest, because among the thresholds that meet the FPR target it
+    catches the most spam. Ties are honoured: a ham score equal to the threshold counts as a false positive."""
+    if not 0.0 <= max_fpr < 1.0:
+        raise ValueError(f"max_fpr must be in [0, 1), got {max_fpr}")
+    y, s = _arrays(labels, scores)
+    ham = np.sort(s[y == 0])[::-1]
+    if len(ham) == 0:
+        raise ValueError("cannot choose a threshold by false-positive rate without ham examples")
+    k = int(np.floor(max_fpr * len(ham) + 1e-9))
+    if k >= len(ham):
+        return float(s.min())
+    return float(np.nextafter(ham[k], np.inf))
+
+
+def roc_points(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) at every distinct score, highest threshold first, starting at (0, 0)."""
+    y, s = _arrays(labels, scores)
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps = np.cumsum(y)[distinct]
+    fps = (distinct + 1) - tps
+    n_pos, n_neg = max(int(y.sum()), 1), max(int(len(y) - y.sum()), 1)
+    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos], np.r_[np.inf, s[distinct]]
