@@ -17,3 +17,12 @@ def spamguard_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("SPAMGUARD_HOME", str(home))
     monkeypatch.delenv("SPAMGUARD_MODEL", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only tiny bundle shared by the whole session (exporting takes a few seconds). Tests that modify a
+    bundle copy it first."""
+    from bundles import make_bundle
+
+    return make_bundle(tmp_path_factory.mktemp("bundles") / "tiny")
