@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from own_mail_helpers import make_message, text_function
+
+from spamguard.training.data import HAM, SPAM, Example, Splits
+from spamguard.training.errors import DataError
+from spamguard.training.mail_sources import (
+    class_weights,
+    detect_kind,
+    format_reports,
+    not_a_message,
+    read_mail_source,
+    read_mail_sources,
+    require_both_classes,
+    stratified_splits,
+    undersample,
+    unquote_mboxrd,
+)
+
+from conftest import MAIL_DIR
+
+TEXT = text_function()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _maildir(root: Path) -> Path:
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def test_maildir_reads_cur_and_new_with_flags_and_skips_tmp_and_dot_files(tmp_path: Path) -> None:
+    box = _maildir(tmp_path / "Maildir")
+    _write(box / "cur" / "1035000000.M1P1.host:2,S", make_message("Seen message", "read already"))
+    _write(box / "cur" / "1035000001.M2P1.host:2,FRS", make_message("Flagged reply", "answered and flagged"))
+    _write(box / "new" / "1035000002.M3P1.host", make_message("New arrival", "not yet seen"))
+    _write(box / "tmp" / "1035000003.M4P1.host", make_message("Half delivered", "still being written"))
+    _write(box / "cur" / ".dovecot-uidlist", b"3 V1 N4\n")
+    _write(box / ".subscriptions", b"Junk\n")
+
+    assert detect_kind(box) == "maildir"
+    examples, report = read_mail_source(box, HAM, text_of=TEXT)
+    subjects = sorted(e.text.splitlines()[0] for e in examples)
+    assert subjects == ["Flagged reply", "New arrival", "Seen message"]
+    assert all(e.label == HAM for e in examples)
+    assert (report.kind, report.read, report.used, report.duplicates, sum(report.skipped.values())) == (
+        "maildir",
+        3,
+        3,
+        0,
+        0,
+    )
+    assert {Path(e.source).name for e in examples} >= {"1035000000.M1P1.host:2,S", "1035000002.M3P1.host"}
+
+
+MBOX = b"""From alice@example.org Mon Sep  2 10:00:00 2002
+From: alice@example.org
+Subject: first
+
+>From the start this line was quoted.
+>>From here on it was quoted twice.
+Not >From in the middle.
+
+From bob@example.org Mon Sep  2 11:00:00 2002
+From: bob@example.org
+Subject: second
+
+body of the second
+
+From carol@example.org Mon Sep  2 12:00:00 2002
+From: carol@example.org
+Subject: third
+
+body of the third
+"""
+
+
+def test_mbox_splits_messages_and_undoes_from_quoting(tmp_path: Path) -> None:
+    path = _write(tmp_path / "inbox.mbox", MBOX)
+    assert detect_kind(path) == "mbox"
+    examples, report = read_mail_source(path, SPAM, text_of=TEXT)
+    assert (report.read, report.used) == (3, 3)
+    assert [e.source for e in examples] == [f"{path}#1", f"{path}#2", f"{path}#3"]
+    first = examples[0].text
+    assert "\nFrom the start this line was quoted." in first
+    assert ">From the start" not in first
+    assert "\n>From here on it was quoted twice." in first
+    assert "Not >From in the middle." in first
+    assert "From " not in examples[1].text.splitlines()[0]
+
+
+def test_unquote_only_touches_quoted_from_lines() -> None:
+    assert unquote_mboxrd(b">From a\n>>From b\n> From c\nx>From d\n") == b"From a\n>From b\n> From c\nx>From d\n"
+
+
+def test_mbox_tail_of_an_unquoted_from_line_is_skipped_not_trained_on(tmp_path: Path) -> None:
+    data = b"From a@b Mon Sep  2 10:00:00 2002\nFrom: a@b\nSubject: one\n\nhello\nFrom me to you, a poem\nroses\n"
+    _, report = read_mail_source(_write(tmp_path / "sloppy", data), HAM, text_of=TEXT)
+    assert (report.read, report.used) == (2, 1)
+    assert report.skipped == Counter({"not a mail message (no header block)": 1})
+
+
+def test_folder_skips_non_messages_with_reasons(tmp_path: Path) -> None:
+    folder = tmp_path / "spam"
+    _write(folder / "00001.7c53336b", make_message("Cheap meds", "buy now"))
+    _write(folder / "offer.eml", make_message("You won", "claim your prize", extra="X-Mailer: bulk\n"))
+    envelope = b"From spammer@example.com  Thu Aug 22 12:36:23 2002\n" + make_message("Envelope kept", "as saved")
+    _write(folder / "saved", envelope)
+    _write(folder / "deeper" / "00002.abc", make_message("In a subfolder", "still mail"))
+    _write(folder / "cmds", b"mv 00001.7c53336b37003a9286aba55d2945844c 00001.7c53336b\n")
+    _write(folder / "README", b"Spam collected in 2002.\nSee the licence.\n")
+    _write(folder / "notes.txt", b"Title: my notes\n\nnothing to see\n")
+    _write(folder / "image.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")
+    _write(folder / "empty.eml", b"")
+    _write(folder / ".hidden.eml", make_message("Hidden", "editor backup"))
+    (folder / "gone.eml").symlink_to(folder / "nowhere")
+    os.mkfifo(folder / "pipe")
+
+    assert detect_kind(folder) == "folder"
+    examples, report = read_mail_source(folder, SPAM, text_of=TEXT)
+    assert sorted(e.text.splitlines()[0] for e in examples) == [
+        "Cheap meds",
+        "Envelope kept",
+        "In a subfolder",
+        "You won",
+    ]
+    assert report.read == 11
+    assert report.skipped == Counter(
+        {
+            "not a mail message (no header block)": 2,
+            "not a mail message (no From, Subject, Date or Received header)": 1,
+            "binary file": 1,
+            "empty file": 1,
+            "unreadable (dangling symlink)": 1,
+            "not a regular file": 1,
+        }
+    )
+    assert report.skipped_example["binary file"] == str(folder / "image.gif")
+    line = report.line()
+    assert line.startswith(f"spam {folder} (folder): read 11, used 4, duplicates 0, conflicts 0, skipped 7 (")
+    assert f"empty file: 1, e.g. {folder / 'empty.eml'}" in line
+
+
+def test_single_message_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "one.eml", make_message("Just one", "body"))
+    assert detect_kind(path) == "message"
+    examples, report = read_mail_source(path, HAM, text_of=TEXT)
+    assert [e.text.splitlines()[0] for e in examples] == ["Just one"] and report.used == 1
+
+
+def test_missing_source_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=rf"^mail source not found: {tmp_path / 'nope'}$"):
+        read_mail_source(tmp_path / "nope", HAM, text_of=TEXT)
+
+
+def test_failing_text_function_and_empty_text_skip_one_message(tmp_path: Path) -> None:
+    folder = tmp_path / "ham"
+    _write(folder / "a", make_message("fine", "text"))
+    _write(folder / "b", make_message("boom", "text"))
+
+    def fragile(raw: bytes) -> str:
+        if b"boom" in raw:
+            raise ValueError("bad charset")
+        return TEXT(raw)
+
+    examples, report = read_mail_source(folder, HAM, text_of=fragile)
+    assert len(examples) == 1 and report.skipped == Counter({"text extraction failed (ValueError)": 1})
+    _, report = read_mail_source(folder, HAM, text_of=lambda raw: "  \n")
+    assert report.skipped == Counter({"no text (no subject, no text part)": 2})
+
+
+def test_dedup_by_text_across_sources_first_label_wins(tmp_path: Path) -> None:
+    message = make_message("Same words", "identical body")
+    relayed = b"Received: from relay.example.net by mx.example.org; Mon, 2 Sep 2002 10:00:01 +0000\n" + message
+    corrections = _write(tmp_path / "corpus" / "x.eml", message)
+    ham = tmp_path / "ham"
+    _write(ham / "1", message)
+    _write(ham / "2", relayed)  # different bytes, different Message-ID position, same text
+    _write(ham / "3", make_message("Other", "different body"))
+    spam = _maildir(tmp_path / "spam")
+    _write(spam / "cur" / "9:2,S", relayed)
+
+    examples, reports = read_mail_sources([(corrections, SPAM), (ham, HAM), (spam, SPAM)], text_of=TEXT)
+    assert [(r.used, r.duplicates, r.conflicts) for r in reports] == [(1, 0, 0), (1, 0, 2), (0, 1, 0)]
+    assert sorted((e.text.splitlines()[0], e.label) for e in examples) == [("Other", HAM), ("Same words", SPAM)]
+    assert format_reports(reports).count("\n") == 2
+
+
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    [
+        (b"Return-Path: <a@b>\nReceived: from x\n\tby y\nSubject: hi\n\nbody", None),
+        (b"\r\nFrom: a@b\r\nSubject: crlf\r\n\r\nbody", None),
+        (b"#!/bin/sh\necho hi\n", "not a mail message (no header block)"),
+        (b"\x00\x01\x02", "binary file"),
+        (b"   \n\n", "empty file"),
+    ],
+)
+def test_message_detection(head: bytes, reason: str | None) -> None:
+    assert not_a_message(head) == reason
+
+
+def test_real_spamassassin_folders_read_without_loss() -> None:
+    examples, reports = read_mail_sources([(MAIL_DIR / "ham", HAM), (MAIL_DIR / "spam", SPAM)], text_of=TEXT)
+    ham, spam = reports
+    assert (ham.read, spam.read) == (1250, 250)
+    for report in reports:
+        assert report.used + report.duplicates + report.conflicts + sum(report.skipped.values()) == report.read
+        assert sum(report.skipped.values()) <= 5, report.line()
+    assert ham.used > 1200 and spam.used > 230
+    assert len({e.text for e in examples}) == len(examples)
+
+
+def _examples(n_ham: int, n_spam: int) -> list[Example]:
+    return [Example(f"ham {i}", HAM) for i in range(n_ham)] + [Example(f"spam {i}", SPAM) for i in range(n_spam)]
+
+
+def test_class_weights_known_answer() -> None:
+    assert class_weights(_examples(90, 10)) == pytest.approx((100 / 180, 100 / 20))
+    assert class_weights(_examples(10, 10)) == pytest.approx((1.0, 1.0))
+    with pytest.raises(DataError, match=r"^cannot weight classes: 5 ham and 0 spam in the training split$"):
+        class_weights(_examples(5, 0))
+
+
+def test_undersample_caps_the_larger_class_and_is_seeded() -> None:
+    data = _examples(90, 10)
+    kept = undersample(data, seed=1, max_ratio=3)
+    counts = Counter(e.label for e in kept)
+    assert counts == {HAM: 30, SPAM: 10}
+    assert kept == undersample(data, seed=1, max_ratio=3) and kept != undersample(data, seed=2, max_ratio=3)
+    assert Counter(e.label for e in undersample(data, seed=1, max_ratio=100)) == {HAM: 90, SPAM: 10}
+    assert Counter(e.label for e in undersample(_examples(4, 12), seed=1)) == {HAM: 4, SPAM: 4}
+
+
+def test_stratified_splits_keep_both_classes_and_the_real_ratio() -> None:
+    splits = stratified_splits(_examples(1000, 30), seed=3)
+    for part in (splits.train, splits.validation, splits.test):
+        counts = Counter(e.label for e in part)
+        assert counts[SPAM] >= 3 and counts[HAM] / counts[SPAM] == pytest.approx(1000 / 30, rel=0.15)
+
+
+def test_split_without_spam_in_validation_is_refused_before_training() -> None:
+    with pytest.raises(DataError, match=r"^the validation split has no spam: 9 spam messages in all, a 10% "):
+        stratified_splits(_examples(100, 9), seed=0)
+    with pytest.raises(DataError, match=r"^the test split has no ham: 2 ham messages in all, a 20% test split"):
+        require_both_classes(Splits(_examples(1, 1), _examples(1, 1), _examples(0, 1)))

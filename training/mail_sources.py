@@ -1,0 +1,386 @@
+"""The user's own sorted mail as training data: Maildirs, mbox files and folders of raw messages, turned into
+`Example`s through the runtime's message-text function, so training sees exactly the text the filter sees.
+
+Real mailboxes are messy (editor backups, `cmds` files, half-delivered messages, a ham folder with ten times
+more mail than the spam folder), so every message that cannot be used is counted with a reason instead of
+stopping a long run, and the class imbalance is handled by the pure functions at the end of this module.
+
+Deduplication is by the hash of the extracted text, not by Message-ID: spam often has no Message-ID or a
+forged one that campaigns reuse, the same mail reaches two folders with different IDs (copies, resends), and
+what leaks between train and test is the text the model sees. Hashing keeps the memory per message at 32 bytes.
+Only exact duplicates are found; a campaign that varies one random token per copy is not collapsed."""
+
+from __future__ import annotations
+
+import hashlib
+import mailbox
+import math
+import os
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from spamguard.training.data import HAM, SPAM, Example, Splits, split
+from spamguard.training.errors import DataError
+
+TextFunction = Callable[[bytes], str]
+
+# A bigger file is read only this far: message_text decodes a bounded head anyway, and one 2 GB attachment in
+# a folder must not exhaust memory.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAILDIR_SUBDIRS = ("cur", "new")  # tmp/ holds messages still being delivered
+# The header block of anything called a mail message names at least one of these.
+_MAIL_HEADERS = frozenset(
+    b"from to cc subject date received message-id return-path delivered-to mime-version content-type "
+    b"sender reply-to x-mailer".split()
+)
+_HEADER_LINE = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")  # RFC 5322 field name, colon
+_MBOXRD_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
+_HEAD_BYTES = 64 * 1024  # enough to see a header block
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One message's bytes as found on disk, or the reason it cannot be used."""
+
+    source: str  # path, with `#N` for the N-th message of an mbox
+    data: bytes | None
+    skip_reason: str | None = None
+
+
+@dataclass
+class SourceReport:
+    """Per-source counts, so a user sees at once which folder contributed what and what was thrown away."""
+
+    path: str
+    kind: str  # maildir | mbox | folder | message
+    label: int
+    read: int = 0  # everything found, usable or not
+    used: int = 0
+    duplicates: int = 0  # same text as an earlier message with the same label
+    conflicts: int = 0  # same text as an earlier message with the other label (the earlier label wins)
+    skipped: Counter[str] = field(default_factory=Counter)
+    skipped_example: dict[str, str] = field(default_factory=dict)  # reason -> first source skipped for it
+
+    def skip(self, source: str, reason: str) -> None:
+        self.skipped[reason] += 1
+        self.skipped_example.setdefault(reason, source)
+
+    def line(self) -> str:
+        label = "spam" if self.label == SPAM else "ham"
+        text = (
+            f"{label} {self.path} ({self.kind}): read {self.read}, used {self.used}, "
+            f"duplicates {self.duplicates}, conflicts {self.conflicts}, skipped {sum(self.skipped.values())}"
+        )
+        if self.skipped:
+            reasons = ", ".join(
+                f"{reason}: {count}, e.g. {self.skipped_example[reason]}"
+                for reason, count in self.skipped.most_common()
+            )
+            text += f" ({reasons})"
+        return text
+
+
+def default_text_function() -> TextFunction:
+    """The runtime's message-text function, imported late so this module stays usable while it is optional."""
+    from spamguard.message_text import message_text
+
+    return message_text
+
+
+def is_maildir(path: Path) -> bool:
+    return path.is_dir() and all((path / sub).is_dir() for sub in MAILDIR_SUBDIRS)
+
+
+def detect_kind(path: Path) -> str:
+    """`maildir` (cur/ and new/ inside), `folder` (any other directory), `mbox` (a file that begins with a
+    `From ` envelope line) or `message` (any other file: one raw message)."""
+    path = Path(path)
+    if is_maildir(path):
+        return "maildir"
+    if path.is_dir():
+        return "folder"
+    if not path.exists():
+        raise DataError(f"mail source not found: {path}")
+    if not path.is_file():
+        raise DataError(f"mail source is neither a folder nor a file: {path}")
+    try:
+        with open(path, "rb") as f:
+            start = f.read(5)
+    except OSError as exc:
+        raise DataError(f"cannot read mail source {path}: {exc.strerror}") from exc
+    return "mbox" if start == b"From " else "message"
+
+
+def not_a_message(head: bytes) -> str | None:
+    """Why these leading bytes are not an RFC 822 message, or None if they look like one. A loose test on
+    purpose: it only has to tell mail from READMEs, scripts and binaries that sit in mail folders."""
+    if not head.strip():
+        return "empty file"
+    if b"\0" in head:
+        return "binary file"
+    lines = head.lstrip(b"\r\n").splitlines()
+    if lines and lines[0].startswith(b"From "):
+        lines = lines[1:]  # the mbox envelope line many saved messages keep
+    names = []
+    for line in lines:
+        if not line.strip():
+            break
+        match = _HEADER_LINE.match(line)
+        if match:
+            names.append(match.group(1).lower())
+        elif not names or not line[:1].isspace():  # neither a field nor a folded continuation
+            break
+    if not names:
+        return "not a mail message (no header block)"
+    if not _MAIL_HEADERS.intersection(names):
+        return "not a mail message (no From, Subject, Date or Received header)"
+    return None
+
+
+def _read_file(path: Path, max_bytes: int) -> RawMessage:
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes)
+    except OSError as exc:
+        return RawMessage(source, None, f"unreadable ({exc.strerror or exc})")
+    reason = not_a_message(data[:_HEAD_BYTES])
+    return RawMessage(source, None, reason) if reason else RawMessage(source, data)
+
+
+def _regular_files(directory: Path) -> Iterator[Path | RawMessage]:
+    """Sorted entries without dot files (editor, Dovecot and Maildir++ bookkeeping); a FIFO or socket is
+    reported, never opened (opening a FIFO would block)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        yield RawMessage(str(directory), None, f"unreadable folder ({exc.strerror or exc})")
+        return
+    for name in names:
+        if name.startswith("."):
+            continue
+        path = directory / name
+        if path.is_dir() or path.is_file():
+            yield path
+        elif path.is_symlink():
+            yield RawMessage(str(path), None, "unreadable (dangling symlink)")
+        else:
+            yield RawMessage(str(path), None, "not a regular file")
+
+
+def iter_maildir(path: Path, max_bytes: int = MAX_MESSAGE_BYTES) -> Iterator[RawMessage]:
+    """Messages in cur/ and new/. File names carry delivery ids and flags (`1234.host:2,S`); they never matter
+    here, because every file is one message whatever its name says."""
+    for sub in MAILDIR_SUBDIRS:
+        for entry in _regular_files(Path(path) / sub):
+            if isinstance(entry, RawMessage):
+                yield entry
+            elif entry.is_dir():
+                yield RawMessage(str(entry), None, "not a regular file")
+            else:
+                yield _read_file(entry, max_bytes)
+
+
+def iter_folder(path: Path, max_bytes: int = MAX_MESSAGE_BYTES) -> Iterator[RawMessage]:
+    """Every non-hidden file below `path`, one message each (`.eml` or bare); a Maildir inside is read as one."""
+    for entry in _regular_files(Path(path)):
+        if isinstance(entry, RawMessage):
+            yield entry
+        elif is_maildir(entry):
+            yield from iter_maildir(entry, max_bytes)
+        elif entry.is_dir():
+            yield from iter_folder(entry, max_bytes)
+        else:
+            yield _read_file(entry, max_bytes)
+
+
+def unquote_mboxrd(data: bytes) -> bytes:
+    """Undo mbox `From ` quoting: a body line `>From ` was `From ` in the mail as delivered (and `>>From ` was
+    `>From `), and the filter at delivery time sees the unquoted line, so training must too."""
+    return _MBOXRD_QUOTED.sub(rb"\1", data)
+
+
+def iter_mbox(path: Path, max_bytes: int = MAX_MESSAGE_BYTES) -> Iterator[RawMessage]:
+    """Messages of an mbox file, split by the standard library at `From ` lines. A body line `From ` that the
+    writer failed to quote splits a message in two; the tail has no header block and is skipped with that
+    reason, not trained on as a message of its own."""
+    try:
+        box = mailbox.mbox(str(path), factory=None, create=False)
+        keys = box.keys()
+    except (OSError, mailbox.Error) as exc:
+        raise DataError(f"cannot read mbox {path}: {exc}") from exc
+    try:
+        for number, key in enumerate(keys, start=1):
+            source = f"{path}#{number}"
+            try:
+                data = box.get_bytes(key)
+            except (OSError, KeyError) as exc:
+                yield RawMessage(source, None, f"unreadable ({exc})")
+                continue
+            reason = not_a_message(data[:_HEAD_BYTES])
+            yield RawMessage(source, None, reason) if reason else RawMessage(source, unquote_mboxrd(data[:max_bytes]))
+    finally:
+        box.close()
+
+
+def iter_raw_messages(path: Path, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[str, Iterator[RawMessage]]:
+    """(kind, messages) of a mail source, its kind detected from what is on disk."""
+    path = Path(path)
+    kind = detect_kind(path)
+    if kind == "maildir":
+        return kind, iter_maildir(path, max_bytes)
+    if kind == "folder":
+        return kind, iter_folder(path, max_bytes)
+    if kind == "mbox":
+        return kind, iter_mbox(path, max_bytes)
+    return kind, iter([_read_file(path, max_bytes)])
+
+
+class SeenTexts:
+    """Text hashes already used, with their label, shared across all sources of one training run."""
+
+    def __init__(self) -> None:
+        self.labels: dict[bytes, int] = {}
+
+
+def _extract(raw: RawMessage, text_of: TextFunction) -> tuple[str | None, str | None]:
+    """(text, None) or (None, reason). A failing extractor skips one message; it never ends the run."""
+    try:
+        text = text_of(raw.data or b"")
+    except Exception as exc:  # one bad message among thousands must not cost the whole run
+        return None, f"text extraction failed ({type(exc).__name__})"
+    if not text.strip():
+        return None, "no text (no subject, no text part)"
+    return text, None
+
+
+def read_mail_source(
+    path: Path,
+    label: int,
+    *,
+    text_of: TextFunction | None = None,
+    seen: SeenTexts | None = None,
+    progress: bool = False,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> tuple[list[Example], SourceReport]:
+    """Examples of one source, all with `label`, and its report. Pass the same `seen` to several calls to
+    deduplicate across sources (what `read_mail_sources` does)."""
+    if label not in (HAM, SPAM):
+        raise ValueError(f"label must be HAM or SPAM, got {label!r}")
+    text_of = text_of or default_text_function()
+    seen = seen if seen is not None else SeenTexts()
+    kind, messages = iter_raw_messages(path, max_bytes)
+    report = SourceReport(str(path), kind, label)
+    examples = []
+    for raw in tqdm(messages, desc=f"reading {Path(path).name}", unit="msg", disable=not progress, leave=False):
+        report.read += 1
+        if raw.skip_reason is not None:
+            report.skip(raw.source, raw.skip_reason)
+            continue
+        text, reason = _extract(raw, text_of)
+        if text is None:
+            report.skip(raw.source, reason or "")
+            continue
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        earlier = seen.labels.get(key)
+        if earlier is not None:
+            if earlier == label:
+                report.duplicates += 1
+            else:
+                report.conflicts += 1
+            continue
+        seen.labels[key] = label
+        report.used += 1
+        examples.append(Example(text, label, raw.source))
+    return examples, report
+
+
+def read_mail_sources(
+    sources: Sequence[tuple[Path, int]],
+    *,
+    text_of: TextFunction | None = None,
+    progress: bool = False,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> tuple[list[Example], list[SourceReport]]:
+    """Examples of several `(path, label)` sources, deduplicated across all of them. Order matters: when the
+    same text appears with both labels, the first source wins, so pass the corrections of the feedback corpus
+    first and they override a mis-sorted folder."""
+    text_of = text_of or default_text_function()
+    seen = SeenTexts()
+    examples: list[Example] = []
+    reports = []
+    for path, label in sources:
+        found, report = read_mail_source(
+            path, label, text_of=text_of, seen=seen, progress=progress, max_bytes=max_bytes
+        )
+        examples.extend(found)
+        reports.append(report)
+    return examples, reports
+
+
+def format_reports(reports: Sequence[SourceReport]) -> str:
+    return "\n".join(report.line() for report in reports)
+
+
+# --- class imbalance: a real mailbox holds far more ham than spam ---------------------------------------------
+
+
+def class_weights(examples: Sequence[Example]) -> tuple[float, float]:
+    """(ham weight, spam weight) for a weighted cross-entropy, `n / (2 * n_class)`: each class then carries half
+    of the loss, as after balancing, but no message is thrown away. Compute them on the training split only;
+    index them by label (`torch.tensor(weights)[HAM]`)."""
+    counts = Counter(e.label for e in examples)
+    n = counts[HAM] + counts[SPAM]
+    if counts[HAM] == 0 or counts[SPAM] == 0:
+        raise DataError(f"cannot weight classes: {counts[HAM]} ham and {counts[SPAM]} spam in the training split")
+    return n / (2 * counts[HAM]), n / (2 * counts[SPAM])
+
+
+def undersample(examples: Sequence[Example], seed: int, max_ratio: float = 1.0) -> list[Example]:
+    """Keep every message of the smaller class and at most `ceil(max_ratio * n_smaller)` of the larger one
+    (seeded), in shuffled order. `max_ratio=1` is the book's balancing; a larger ratio keeps more ham variety
+    while bounding the cost of an epoch. Meant for the training split only: validation and test keep the real
+    ratio, or their false-positive rate would be measured on too few ham."""
+    if max_ratio < 1.0:
+        raise ValueError(f"max_ratio must be at least 1, got {max_ratio}")
+    rng = random.Random(seed)
+    by_label = {label: [e for e in examples if e.label == label] for label in (HAM, SPAM)}
+    small, large = sorted(by_label.values(), key=len)
+    if not small:
+        raise DataError("cannot undersample: one class has no examples")
+    keep = min(len(large), math.ceil(max_ratio * len(small)))
+    chosen = list(small) + rng.sample(large, keep)
+    rng.shuffle(chosen)
+    return chosen
+
+
+def require_both_classes(splits: Splits, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> None:
+    """Fail before training, not after it, when a part lacks a class: without ham in validation no threshold
+    can be chosen by false-positive rate, and without spam in test no recall can be reported."""
+    parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+    for (name, part), fraction in zip(parts.items(), fractions, strict=True):
+        for label, label_name in ((HAM, "ham"), (SPAM, "spam")):
+            if any(e.label == label for e in part):
+                continue
+            total = sum(e.label == label for p in parts.values() for e in p)
+            need = math.ceil(1 / fraction) if fraction > 0 else "more"
+            raise DataError(
+                f"the {name} split has no {label_name}: {total} {label_name} messages in all, "
+                f"a {fraction:.0%} {name} split needs at least {need}"
+            )
+
+
+def stratified_splits(
+    examples: Sequence[Example], seed: int, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+) -> Splits:
+    """The split for mail: each class split on its own (so every part keeps the real ham:spam ratio), checked
+    to hold both classes in every part."""
+    splits = split(examples, seed, fractions, stratify=True)
+    require_both_classes(splits, fractions)
+    return splits
