@@ -1,0 +1,148 @@
+"""The decision threshold and the optional unsure band, chosen on validation scores and recorded in the bundle
+with the figures that justify them, so whoever installs a model can see what false-positive rate it was
+tuned for and on how much ham that was measured.
+
+Verdict contract (what `check` and the plugins apply): with an unsure band `[low, high]`, a score `>= high` is
+spam, a score `< low` is ham and anything between is unsure; without a band, `score >= threshold` is spam. The
+threshold must lie inside the band, so a spam verdict is never less strict than the threshold that the
+false-positive target chose."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from spamguard.errors import SpamguardError
+from spamguard.metrics import binary_metrics, threshold_for_fpr
+
+DEFAULT_THRESHOLD = 0.5
+
+
+class ThresholdError(SpamguardError):
+    """The threshold options are inconsistent or out of range."""
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    threshold: float
+    unsure: tuple[float, float] | None
+    record: dict[str, Any]  # the manifest's `threshold_choice`
+    warnings: list[str] = field(default_factory=list)  # for the user's terminal; also kept in `record`
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """The three bundle manifest fields this choice sets."""
+        return {
+            "threshold": self.threshold,
+            "unsure": list(self.unsure) if self.unsure else None,
+            "threshold_choice": self.record,
+        }
+
+    def describe(self) -> str:
+        """One line for the end of a training run."""
+        r = self.record
+        how = {"max_fpr": f"max FPR {r['target_fpr']:g}", "threshold": "given", "default": "default"}[r["method"]]
+        line = (
+            f"threshold {self.threshold:.6g} ({how}; on validation: FPR {r['fpr']:.4g} on {r['n_ham']} ham, "
+            f"recall {r['recall']:.4g} on {r['n_spam']} spam)"
+        )
+        if self.unsure:
+            u = r["unsure"]
+            line += (
+                f", unsure {self.unsure[0]:g}-{self.unsure[1]:g} ({u['ham_unsure']} ham and {u['spam_unsure']} "
+                "spam of validation fall in it)"
+            )
+        return line
+
+
+def parse_unsure(text: str) -> tuple[float, float]:
+    """`LOW,HIGH` as typed after `--unsure`, checked as `check_unsure` does."""
+    parts = text.split(",")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ThresholdError(f"--unsure expects LOW,HIGH (two numbers such as 0.3,0.9), got {text!r}") from None
+    return check_unsure(low, high)
+
+
+def check_unsure(low: float, high: float, threshold: float | None = None) -> tuple[float, float]:
+    if not 0.0 <= low < high <= 1.0:
+        raise ThresholdError(f"the unsure band needs 0 <= LOW < HIGH <= 1, got {low:g},{high:g}")
+    if threshold is not None and not low <= threshold <= high:
+        raise ThresholdError(
+            f"the threshold {threshold:.6g} lies outside the unsure band {low:g},{high:g}: choose a band "
+            "that contains it"
+        )
+    return low, high
+
+
+def _figures(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    m = binary_metrics(labels, scores, threshold)
+    return {key: m[key] for key in ("fpr", "recall", "precision", "fp", "tp", "tn", "fn")}
+
+
+def choose_threshold(
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    *,
+    max_fpr: float | None = None,
+    threshold: float | None = None,
+    unsure: tuple[float, float] | None = None,
+) -> ThresholdChoice:
+    """The threshold from `--max-fpr` (lowest threshold whose validation FPR meets the target), from
+    `--threshold`, or the default 0.5, with the validation figures at that threshold and, when an unsure band
+    is given, how much ham and spam land in it."""
+    if max_fpr is not None and threshold is not None:
+        raise ThresholdError("give --max-fpr or --threshold, not both")
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    n_ham, n_spam = int(np.sum(y == 0)), int(np.sum(y == 1))
+    warnings = []
+    if max_fpr is not None:
+        if not 0.0 <= max_fpr < 1.0:
+            raise ThresholdError(f"--max-fpr must be at least 0 and below 1, got {max_fpr:g}")
+        if n_ham == 0:
+            raise ThresholdError("cannot choose a threshold by false-positive rate: the validation split has no ham")
+        method, chosen = "max_fpr", threshold_for_fpr(y, s, max_fpr)
+        if max_fpr * n_ham < 1:
+            warnings.append(
+                f"the validation split has {n_ham} ham, so its false-positive rate moves in steps of "
+                f"{1 / n_ham:.2g}: the target {max_fpr:g} was met by allowing no false positive there, and the "
+                "rate on new mail may still be higher (more ham makes the target measurable)"
+            )
+        if chosen > 1.0:
+            warnings.append("a validation ham scores 1.0: no threshold meets the target, this model flags nothing")
+    elif threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ThresholdError(f"--threshold must be between 0 and 1, got {threshold:g}")
+        method, chosen = "threshold", float(threshold)
+    else:
+        method, chosen = "default", DEFAULT_THRESHOLD
+    band = check_unsure(*unsure, threshold=chosen) if unsure is not None else None
+    record: dict[str, Any] = {
+        "method": method,
+        "target_fpr": max_fpr,
+        "threshold": chosen,
+        "split": "validation",
+        "n_ham": n_ham,
+        "n_spam": n_spam,
+        "fpr_step": 1 / n_ham if n_ham else None,
+        **_figures(y, s, chosen),
+        "unsure": None,
+        "warnings": warnings,
+    }
+    if band is not None:
+        low, high = band
+        in_band = (s >= low) & (s < high)
+        spam_verdicts = _figures(y, s, high)
+        record["unsure"] = {
+            "low": low,
+            "high": high,
+            "ham_unsure": int(np.sum(in_band & (y == 0))),
+            "spam_unsure": int(np.sum(in_band & (y == 1))),
+            "fpr_spam_verdict": spam_verdicts["fpr"],
+            "recall_spam_verdict": spam_verdicts["recall"],
+        }
+    return ThresholdChoice(chosen, band, record, warnings)

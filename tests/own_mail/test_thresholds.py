@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from spamguard.thresholds import ThresholdError, check_unsure, choose_threshold, parse_unsure
+
+# 1000 ham at 0.000, 0.001, ..., 0.999 and four spam: the answers below follow by counting.
+HAM = np.round(np.arange(1000) / 1000, 3)
+SPAM = np.array([0.9985, 0.9995, 0.5, 0.99])
+LABELS = np.r_[np.zeros(1000, dtype=int), np.ones(4, dtype=int)]
+SCORES = np.r_[HAM, SPAM]
+
+
+def test_max_fpr_known_answer() -> None:
+    choice = choose_threshold(LABELS, SCORES, max_fpr=0.002)  # two ham (0.999, 0.998) may pass
+    assert 0.997 < choice.threshold <= 0.998
+    r = choice.record
+    assert (r["method"], r["target_fpr"], r["n_ham"], r["n_spam"]) == ("max_fpr", 0.002, 1000, 4)
+    assert (r["fp"], r["tp"]) == (2, 2) and r["fpr"] == pytest.approx(0.002) and r["recall"] == pytest.approx(0.5)
+    assert r["fpr_step"] == pytest.approx(0.001) and choice.warnings == [] and choice.unsure is None
+    assert choice.describe() == (
+        f"threshold {choice.threshold:.6g} (max FPR 0.002; on validation: FPR 0.002 on 1000 ham, recall 0.5 on 4 spam)"
+    )
+    json.dumps(choice.manifest_fields())  # the manifest is JSON: no numpy types may leak into it
+
+
+def test_zero_fpr_sits_just_above_the_highest_ham() -> None:
+    choice = choose_threshold(LABELS, SCORES, max_fpr=0.0)
+    assert 0.999 < choice.threshold <= 0.9995
+    assert (choice.record["fp"], choice.record["tp"]) == (0, 1)
+
+
+def test_target_finer_than_the_validation_ham_can_measure_is_warned() -> None:
+    labels = np.r_[np.zeros(100, dtype=int), np.ones(2, dtype=int)]
+    scores = np.r_[np.linspace(0, 0.9, 100), [0.95, 0.2]]
+    choice = choose_threshold(labels, scores, max_fpr=0.001)
+    assert 0.9 < choice.threshold <= 0.95 and choice.record["fp"] == 0
+    assert choice.warnings == choice.record["warnings"]
+    assert choice.warnings[0].startswith("the validation split has 100 ham, so its false-positive rate moves in steps")
+
+
+def test_a_ham_scoring_one_means_nothing_can_be_flagged() -> None:
+    choice = choose_threshold([0, 1], [1.0, 1.0], max_fpr=0.0)
+    assert choice.threshold > 1.0 and choice.record["tp"] == 0
+    assert "no threshold meets the target" in choice.warnings[-1]
+
+
+def test_fixed_and_default_thresholds_report_their_validation_figures() -> None:
+    fixed = choose_threshold(LABELS, SCORES, threshold=0.95)
+    assert fixed.threshold == 0.95 and fixed.record["method"] == "threshold"
+    assert (fixed.record["fp"], fixed.record["tp"]) == (50, 3)  # ham 0.950..0.999, all spam but 0.5
+    default = choose_threshold(LABELS, SCORES)
+    assert default.threshold == 0.5 and default.record["method"] == "default" and default.record["fp"] == 500
+
+
+def test_unsure_band_counts_what_falls_inside() -> None:
+    choice = choose_threshold(LABELS, SCORES, max_fpr=0.002, unsure=(0.9, 0.999))
+    assert choice.unsure == (0.9, 0.999)
+    band = choice.record["unsure"]
+    assert (band["ham_unsure"], band["spam_unsure"]) == (99, 2)  # ham 0.900..0.998, spam 0.99 and 0.9985
+    assert band["fpr_spam_verdict"] == pytest.approx(0.001) and band["recall_spam_verdict"] == pytest.approx(0.25)
+    assert choice.manifest_fields()["unsure"] == [0.9, 0.999]
+    assert choice.describe().endswith(", unsure 0.9-0.999 (99 ham and 2 spam of validation fall in it)")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_fpr": 0.01, "threshold": 0.5}, "give --max-fpr or --threshold, not both"),
+        ({"max_fpr": 1.0}, "--max-fpr must be at least 0 and below 1, got 1"),
+        ({"max_fpr": -0.1}, "--max-fpr must be at least 0 and below 1, got -0.1"),
+        ({"threshold": 1.5}, "--threshold must be between 0 and 1, got 1.5"),
+        ({"threshold": 0.5, "unsure": (0.6, 0.9)}, "the threshold 0.5 lies outside the unsure band 0.6,0.9: choose"),
+        ({"unsure": (0.9, 0.2)}, "the unsure band needs 0 <= LOW < HIGH <= 1, got 0.9,0.2"),
+    ],
+)
+def test_inconsistent_options_are_one_clear_error(options: dict, message: str) -> None:
+    with pytest.raises(ThresholdError) as info:
+        choose_threshold(LABELS, SCORES, **options)
+    assert str(info.value).startswith(message)
+
+
+def test_no_validation_ham_cannot_choose_by_fpr() -> None:
+    with pytest.raises(ThresholdError, match=r"^cannot choose a threshold by false-positive rate: the validation"):
+        choose_threshold([1, 1], [0.2, 0.9], max_fpr=0.01)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0.9", "--unsure expects LOW,HIGH (two numbers such as 0.3,0.9), got '0.9'"),
+        ("a,b", "--unsure expects LOW,HIGH (two numbers such as 0.3,0.9), got 'a,b'"),
+        ("0.1,0.2,0.3", "--unsure expects LOW,HIGH (two numbers such as 0.3,0.9), got '0.1,0.2,0.3'"),
+        ("0.5,0.5", "the unsure band needs 0 <= LOW < HIGH <= 1, got 0.5,0.5"),
+        ("-0.1,0.5", "the unsure band needs 0 <= LOW < HIGH <= 1, got -0.1,0.5"),
+        ("0.2,1.1", "the unsure band needs 0 <= LOW < HIGH <= 1, got 0.2,1.1"),
+    ],
+)
+def test_parse_unsure_errors(text: str, message: str) -> None:
+    with pytest.raises(ThresholdError) as info:
+        parse_unsure(text)
+    assert str(info.value) == message
+
+
+def test_parse_unsure_accepts_a_valid_band() -> None:
+    assert parse_unsure(" 0.3, 0.95") == (0.3, 0.95)
+    assert check_unsure(0.0, 1.0, threshold=1.0) == (0.0, 1.0)
