@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from spamguard.corpus import CorpusEntry, corpus_dir, entries
 from spamguard.training.data import HAM, SPAM, Example, Splits, split
 from spamguard.training.errors import DataError
 
@@ -260,6 +261,38 @@ def _extract(raw: RawMessage, text_of: TextFunction) -> tuple[str | None, str | 
     return text, None
 
 
+def _collect(
+    messages: Iterator[RawMessage],
+    report: SourceReport,
+    text_of: TextFunction,
+    seen: SeenTexts,
+    progress: bool,
+) -> list[Example]:
+    examples = []
+    name = Path(report.path).name
+    for raw in tqdm(messages, desc=f"reading {name}", unit="msg", disable=not progress, leave=False):
+        report.read += 1
+        if raw.skip_reason is not None:
+            report.skip(raw.source, raw.skip_reason)
+            continue
+        text, reason = _extract(raw, text_of)
+        if text is None:
+            report.skip(raw.source, reason or "")
+            continue
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        earlier = seen.labels.get(key)
+        if earlier is not None:
+            if earlier == report.label:
+                report.duplicates += 1
+            else:
+                report.conflicts += 1
+            continue
+        seen.labels[key] = report.label
+        report.used += 1
+        examples.append(Example(text, report.label, raw.source))
+    return examples
+
+
 def read_mail_source(
     path: Path,
     label: int,
@@ -273,48 +306,61 @@ def read_mail_source(
     deduplicate across sources (what `read_mail_sources` does)."""
     if label not in (HAM, SPAM):
         raise ValueError(f"label must be HAM or SPAM, got {label!r}")
-    text_of = text_of or default_text_function()
-    seen = seen if seen is not None else SeenTexts()
     kind, messages = iter_raw_messages(path, max_bytes)
     report = SourceReport(str(path), kind, label)
-    examples = []
-    for raw in tqdm(messages, desc=f"reading {Path(path).name}", unit="msg", disable=not progress, leave=False):
-        report.read += 1
-        if raw.skip_reason is not None:
-            report.skip(raw.source, raw.skip_reason)
-            continue
-        text, reason = _extract(raw, text_of)
-        if text is None:
-            report.skip(raw.source, reason or "")
-            continue
-        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-        earlier = seen.labels.get(key)
-        if earlier is not None:
-            if earlier == label:
-                report.duplicates += 1
-            else:
-                report.conflicts += 1
-            continue
-        seen.labels[key] = label
-        report.used += 1
-        examples.append(Example(text, label, raw.source))
+    examples = _collect(messages, report, text_of or default_text_function(), seen or SeenTexts(), progress)
     return examples, report
+
+
+def _corpus_messages(stored: Sequence[CorpusEntry], max_bytes: int) -> Iterator[RawMessage]:
+    """Every stored correction as it is: `learn` accepted it (an SMS text too), so no mail test applies."""
+    for entry in stored:
+        try:
+            with open(entry.path, "rb") as f:
+                yield RawMessage(str(entry.path), f.read(max_bytes))
+        except OSError as exc:
+            yield RawMessage(str(entry.path), None, f"unreadable ({exc.strerror or exc})")
+
+
+def read_corpus(
+    *,
+    text_of: TextFunction | None = None,
+    seen: SeenTexts | None = None,
+    root: Path | None = None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> tuple[list[Example], list[SourceReport]]:
+    """The feedback corpus of `spamguard learn` (ham, then spam) as examples, one report per label."""
+    text_of = text_of or default_text_function()
+    seen = seen if seen is not None else SeenTexts()
+    root = root or corpus_dir()
+    stored = entries(root)
+    examples: list[Example] = []
+    reports = []
+    for name, label in (("ham", HAM), ("spam", SPAM)):
+        report = SourceReport(str(root / name), "corpus", label)
+        mine = [entry for entry in stored if entry.label == name]
+        examples.extend(_collect(_corpus_messages(mine, max_bytes), report, text_of, seen, progress=False))
+        reports.append(report)
+    return examples, reports
 
 
 def read_mail_sources(
     sources: Sequence[tuple[Path, int]],
     *,
+    corpus: bool = False,
     text_of: TextFunction | None = None,
     progress: bool = False,
     max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> tuple[list[Example], list[SourceReport]]:
-    """Examples of several `(path, label)` sources, deduplicated across all of them. Order matters: when the
-    same text appears with both labels, the first source wins, so pass the corrections of the feedback corpus
-    first and they override a mis-sorted folder."""
+    """Examples of several `(path, label)` sources, deduplicated across all of them, and one report each.
+    When the same text appears with both labels the first source wins, so the feedback corpus (`corpus=True`)
+    is read first: the user's corrections override a mis-sorted folder."""
     text_of = text_of or default_text_function()
     seen = SeenTexts()
     examples: list[Example] = []
-    reports = []
+    reports: list[SourceReport] = []
+    if corpus:
+        examples, reports = read_corpus(text_of=text_of, seen=seen, max_bytes=max_bytes)
     for path, label in sources:
         found, report = read_mail_source(
             path, label, text_of=text_of, seen=seen, progress=progress, max_bytes=max_bytes

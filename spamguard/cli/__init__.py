@@ -10,7 +10,9 @@ import click
 from spamguard.errors import SpamguardError
 
 # name -> "module:attribute" of a click command; each command lives in its own module of this package
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "learn": "spamguard.cli.learn:learn",
+}
 
 
 class LazyGroup(click.Group):
