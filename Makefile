@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED_SMS := ../shared/data/sms_spam_collection/SMSSpamCollection
 
-.PHONY: install train test bench lint format
+.PHONY: install train test bench bench-accuracy lint format
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test:
 
 bench:
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,iqr,ops,rounds
+
+# spamguard against TF-IDF/logreg, naive Bayes and bogofilter on the same seeded splits (P1, P2, P3).
+bench-accuracy:
+	$(PY) benchmarks/run_accuracy.py
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,49 @@
+"""The accuracy benchmark's splits and operating points: the parts whose mistakes would make the table lie."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spamguard.training.data import label_counts
+
+from accuracy.evaluate import operating_points
+from accuracy.protocols import build
+from conftest import MAIL_DIR, SMS_FILE
+
+
+def _texts(part: list) -> set[str]:
+    return {e.text for e in part}
+
+
+@pytest.mark.parametrize("protocol", ["P1", "P2"])
+def test_sms_protocols_are_disjoint_and_reproducible(protocol: str) -> None:
+    a = build(protocol, 123, sms_file=SMS_FILE, mail_dir=MAIL_DIR)
+    b = build(protocol, 123, sms_file=SMS_FILE, mail_dir=MAIL_DIR)
+    assert a == b
+    parts = [_texts(p) for p in (a.train, a.validation, a.test)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert build(protocol, 7, sms_file=SMS_FILE, mail_dir=MAIL_DIR).test != a.test
+
+
+def test_p1_is_balanced_and_p2_keeps_the_natural_ratio() -> None:
+    p1 = build("P1", 123, sms_file=SMS_FILE, mail_dir=MAIL_DIR)
+    total = label_counts(p1.train + p1.validation + p1.test)
+    assert total == {"ham": 653, "spam": 653}
+    p2 = build("P2", 123, sms_file=SMS_FILE, mail_dir=MAIL_DIR)
+    counts = [label_counts(p) for p in (p2.train, p2.validation, p2.test)]
+    assert sum(c["ham"] for c in counts) == 4518 and sum(c["spam"] for c in counts) == 653
+    for c in counts:  # stratified: every part keeps the ~12.6% spam share
+        assert abs(c["spam"] / (c["ham"] + c["spam"]) - 653 / 5171) < 0.01
+
+
+def test_operating_points_come_from_validation_not_test() -> None:
+    val_labels = np.array([0] * 1000 + [1] * 10)
+    val_scores = np.r_[np.linspace(0, 0.9, 1000), np.full(10, 0.95)]
+    test_labels = np.array([0, 0, 1, 1])
+    test_scores = np.array([0.91, 0.2, 0.95, 0.5])
+    points = operating_points(val_labels, val_scores, test_labels, test_scores)
+    # FPR <= 0.1%: one validation ham may pass, so the threshold sits just above the second-highest ham (0.8991)
+    assert 0.899 < points[0.001]["threshold"] < 0.9
+    assert points[0.001]["fpr"] == 0.5 and points[0.001]["recall"] == 0.5  # test pays for it: 0.91 ham flagged
+    assert 0.895 < points[0.005]["threshold"] < 0.897
