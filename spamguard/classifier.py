@@ -1,0 +1,180 @@
+"""Scoring with onnxruntime: bundle in, P(spam) and verdicts out, for one message or thousands.
+
+One `InferenceSession` per `Classifier`, created once: it is the expensive part (model load, graph
+optimisation), and onnxruntime's `run` is thread-safe, so a milter's worker threads share one classifier.
+Everything a classifier holds is immutable after `load`, which is what makes sharing it safe."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email.message import Message
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spamguard.bundle import Bundle
+from spamguard.errors import BundleError, SpamguardError
+from spamguard.message_text import message_text
+from spamguard.registry import open_model
+from spamguard.tokenizer import encode, load_encoding
+
+if TYPE_CHECKING:
+    import tiktoken
+
+MessageLike = str | bytes | Message
+PRECISIONS = ("auto", "int8", "fp32")
+
+# Batches are formed from messages sorted by length and padded to their longest member; a batch stops
+# growing at this many rows or this many padded tokens, which keeps activations small (RSS) while the
+# matrices stay large enough for the CPU's matmul kernels to run at full speed.
+MAX_BATCH_ROWS = 32
+MAX_BATCH_TOKENS = 4096
+# Model metadata key (set by `spamguard.training.export.quantize_int8`) saying how activations are quantized.
+ACTIVATION_QUANTIZATION_KEY = "spamguard.activation_quantization"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision on one message. `label` is "unsure" when the bundle has an unsure band and the score falls
+    in it; unsure is not spam (`is_spam` is False), because calling real mail spam is the costly error."""
+
+    label: str  # "spam" | "ham" | "unsure"
+    score: float  # P(spam)
+    threshold: float
+    model: str
+
+    @property
+    def is_spam(self) -> bool:
+        return self.label == "spam"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "score": self.score, "threshold": self.threshold, "model": self.model}
+
+
+def spam_probability(logits: np.ndarray) -> np.ndarray:
+    """Softmax of the two logits, taken for the spam class in float64: 1/(1+e^-(s-h)) written with tanh, which
+    neither overflows nor loses the scores close to 0 or 1 that thresholds for a low FPR live among."""
+    diff = logits[:, 1].astype(np.float64) - logits[:, 0].astype(np.float64)
+    return 0.5 * (1.0 + np.tanh(0.5 * diff))
+
+
+def length_batches(lengths: Sequence[int], max_rows: int = MAX_BATCH_ROWS, max_tokens: int = MAX_BATCH_TOKENS):
+    """Indices grouped into batches of similar length (sorted), so padding to the longest member wastes little."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batch: list[int] = []
+    for index in order:
+        if batch and (len(batch) >= max_rows or (len(batch) + 1) * lengths[index] > max_tokens):
+            yield batch
+            batch = []
+        batch.append(index)
+    if batch:
+        yield batch
+
+
+def _providers(ort: Any) -> list[str]:
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def _session(ort: Any, model_path: os.PathLike, threads: int | None, providers: list[str]) -> Any:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+
+
+def _rows_independent(session: Any, precision: str) -> bool:
+    """Whether a row's logits are independent of the other rows of its batch. True for fp32. An int8 model
+    whose activations are quantized with one scale per tensor (onnxruntime's `quantize_dynamic`) lets a long
+    batch mate move a message's score, so such a model is run one message at a time; `quantize_int8` marks the
+    models it quantizes per row in the model's metadata."""
+    metadata = session.get_modelmeta().custom_metadata_map
+    return precision == "fp32" or metadata.get(ACTIVATION_QUANTIZATION_KEY) == "per-row"
+
+
+class Classifier:
+    """A loaded model: `Classifier.load()` once, then `score_batch`/`classify` from any number of threads."""
+
+    def __init__(
+        self, bundle: Bundle, session: Any, encoding: tiktoken.Encoding, precision: str, threads: int | None
+    ) -> None:
+        self.bundle = bundle
+        self.precision = precision  # the model actually loaded: "int8" or "fp32"
+        self.threads = threads
+        self._session = session
+        self._encoding = encoding
+        self._max_rows = MAX_BATCH_ROWS if _rows_independent(session, precision) else 1
+
+    @classmethod
+    def load(
+        cls, model: str | os.PathLike | None = None, *, precision: str = "auto", threads: int | None = None
+    ) -> Classifier:
+        """Open a bundle (name, path, `$SPAMGUARD_MODEL` or the default) and start its inference session.
+
+        `precision="auto"` takes the int8 model when the bundle has one (on the CPU; a GPU gets fp32),
+        `"fp32"` the full-precision one. `threads` sets onnxruntime's intra-op threads (default: one per
+        physical core). Any problem with the model raises `BundleError`."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, not {threads}")
+        import onnxruntime as ort  # here, not at import: `import spamguard` stays cheap
+
+        bundle = open_model(model, verify=False)
+        providers = _providers(ort)
+        if precision == "auto":
+            on_gpu = providers[0] == "CUDAExecutionProvider"
+            precision = "int8" if bundle.has_int8 and not on_gpu else "fp32"
+        model_path = bundle.model_path(precision)
+        bundle.verify([model_path.name, bundle.encoder_json.name, bundle.vocab_bpe.name])
+        try:
+            encoding = load_encoding(bundle.encoder_json, bundle.vocab_bpe)
+        except SpamguardError as exc:
+            raise BundleError(f"corrupt bundle {bundle.path}: {exc}") from exc
+        try:
+            session = _session(ort, model_path, threads, providers)
+        except Exception as exc:  # onnxruntime's errors share no base class but Exception
+            raise BundleError(f"cannot load {model_path}: {str(exc).splitlines()[0]} (reinstall the model)") from exc
+        return cls(bundle, session, encoding, precision, threads)
+
+    def tokens(self, message: MessageLike) -> list[int]:
+        """The token ids the model reads for a message: its text, truncated to the bundle's `max_tokens`."""
+        return encode(self._encoding, message_text(message), self.bundle.max_tokens)
+
+    def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
+        scores = np.empty(len(token_lists), dtype=np.float64)
+        lengths = [len(t) for t in token_lists]
+        pad = self.bundle.pad_id
+        for batch in length_batches(lengths, max_rows=self._max_rows):
+            ids = np.full((len(batch), max(lengths[i] for i in batch)), pad, dtype=np.int64)
+            for row, index in enumerate(batch):
+                ids[row, : lengths[index]] = token_lists[index]
+            batch_lengths = np.array([lengths[i] for i in batch], dtype=np.int64)
+            logits = self._session.run(["logits"], {"input_ids": ids, "lengths": batch_lengths})[0]
+            scores[batch] = spam_probability(logits)
+        return scores.tolist()
+
+    def score_batch(self, messages: Iterable[MessageLike]) -> list[float]:
+        """P(spam) for each message, in order: batched by length, padded only to each batch's longest member."""
+        return self.score_tokens([self.tokens(m) for m in messages])
+
+    def score(self, message: MessageLike) -> float:
+        return self.score_batch([message])[0]
+
+    def verdict(self, score: float, threshold: float | None = None) -> Verdict:
+        threshold = self.bundle.threshold if threshold is None else float(threshold)
+        band = self.bundle.unsure
+        unsure = band is not None and band[0] <= score < band[1]
+        label = "unsure" if unsure else "spam" if score >= threshold else "ham"
+        return Verdict(label, score, threshold, self.bundle.name)
+
+    def classify(self, message: MessageLike, *, threshold: float | None = None) -> Verdict:
+        return self.verdict(self.score(message), threshold)
+
+    def classify_batch(self, messages: Iterable[MessageLike], *, threshold: float | None = None) -> list[Verdict]:
+        return [self.verdict(s, threshold) for s in self.score_batch(messages)]

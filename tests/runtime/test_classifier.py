@@ -1,0 +1,147 @@
+"""The Classifier on a real (tiny) exported bundle: scores, verdicts, padding invariance, threads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from spamguard import Classifier, Verdict
+from spamguard.bundle import MANIFEST
+from spamguard.classifier import length_batches, spam_probability
+from spamguard.errors import BundleError
+from spamguard.tokenizer import encode
+
+from conftest import SMS_FILE
+
+SHORT = "Ok lar... Joking wif u oni..."
+LONG = "WINNER!! As a valued network customer you have been selected to receive a £900 prize reward! " * 8
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_bundle: Path) -> Classifier:
+    return Classifier.load(tiny_bundle, threads=1)
+
+
+@pytest.fixture(scope="module")
+def sms() -> list[str]:
+    lines = SMS_FILE.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [line.split("\t", 1)[1] for line in lines[:200]]
+
+
+def test_auto_precision_takes_int8_and_fp32_on_request(tiny_bundle: Path) -> None:
+    assert Classifier.load(tiny_bundle).precision == "int8"
+    assert Classifier.load(tiny_bundle, precision="fp32").precision == "fp32"
+
+
+def test_scores_are_the_softmax_of_the_onnx_logits(clf: Classifier, tiny_bundle: Path) -> None:
+    ids = clf.tokens(SHORT)
+    session = ort.InferenceSession(str(tiny_bundle / "model.int8.onnx"))
+    logits = session.run(["logits"], {"input_ids": np.array([ids]), "lengths": np.array([len(ids)])})[0]
+    expected = np.exp(logits[0].astype(np.float64))
+    assert clf.score(SHORT) == pytest.approx(expected[1] / expected.sum(), abs=1e-12)
+
+
+def test_spam_probability_is_stable_at_the_extremes() -> None:
+    p = spam_probability(np.array([[0.0, 0.0], [-800.0, 800.0], [800.0, -800.0]], dtype=np.float32))
+    assert p.tolist() == [0.5, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_alone_equals_in_a_padded_batch(tiny_bundle: Path, precision: str) -> None:
+    clf = Classifier.load(tiny_bundle, precision=precision, threads=1)
+    alone = [clf.score(m) for m in (SHORT, LONG, "")]
+    together = clf.score_batch([LONG, SHORT, "", LONG + LONG])
+    assert np.abs(np.array(alone) - np.array(together[:3])[[1, 0, 2]]).max() <= 1e-5
+
+
+def test_batch_keeps_input_order_across_length_groups(clf: Classifier, sms: list[str]) -> None:
+    batch = clf.score_batch(sms)
+    assert len(batch) == len(sms)
+    assert np.abs(np.array(batch) - np.array([clf.score(m) for m in sms[:20]] + batch[20:])).max() <= 1e-5
+
+
+def test_texts_are_truncated_to_max_tokens(clf: Classifier) -> None:
+    assert clf.bundle.max_tokens == 128
+    assert len(clf.tokens(LONG * 10)) == 128
+    assert clf.score(LONG * 10) == pytest.approx(clf.score(LONG * 20), abs=1e-9)
+
+
+def test_length_batches_cover_everything_once_by_length() -> None:
+    lengths = [5, 100, 3, 100, 7, 50] * 20
+    batches = list(length_batches(lengths, max_rows=8, max_tokens=400))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 8 and len(batch) * max(lengths[i] for i in batch) <= 400
+
+
+def test_str_bytes_and_message_agree(clf: Classifier) -> None:
+    import email
+
+    raw = b"From: a@example.com\nTo: b@example.com\nSubject: cheap meds\n\nBuy now, limited offer.\n"
+    scores = clf.score_batch([raw, raw.decode(), email.message_from_bytes(raw)])
+    assert scores[0] == scores[1] == scores[2]
+
+
+def test_verdict_labels_threshold_and_unsure(tiny_bundle: Path, tmp_path: Path) -> None:
+    clf = Classifier.load(tiny_bundle)
+    s = clf.score(SHORT)
+    assert clf.classify(SHORT, threshold=s) == Verdict("spam", s, s, "tiny")
+    assert clf.classify(SHORT, threshold=np.nextafter(s, 1)).label == "ham"
+    assert clf.classify(SHORT).threshold == 0.5
+    copy = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["unsure"] = [s - 0.01, s + 0.01]
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    unsure = Classifier.load(copy).classify(SHORT, threshold=0.0)
+    assert unsure.label == "unsure" and not unsure.is_spam
+    assert [v.label for v in Classifier.load(copy).classify_batch([SHORT, SHORT], threshold=0.0)] == ["unsure"] * 2
+
+
+def test_many_threads_get_the_same_scores(clf: Classifier, sms: list[str]) -> None:
+    expected = clf.score_batch(sms)
+    jobs = [sms[i::8] for i in range(8)] * 4
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(clf.score_batch, jobs))
+    for job, result in zip(jobs, results, strict=True):
+        assert result == [expected[sms.index(m)] for m in job]
+
+
+def test_tokens_use_the_bundle_tokenizer(clf: Classifier) -> None:
+    assert clf.tokens("hello <|endoftext|>") == encode(clf._encoding, "hello <|endoftext|>", 128)
+    assert 50256 not in clf.tokens("hello <|endoftext|>")
+    assert clf.tokens("") == [50256]
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="precision must be one of auto, int8, fp32"):
+        Classifier.load(precision="fp16")
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        Classifier.load(threads=0)
+
+
+def test_no_model_installed() -> None:
+    with pytest.raises(BundleError, match="no model installed: run 'spamguard train'"):
+        Classifier.load()
+
+
+def test_fp32_requested_of_an_int8_only_bundle_says_so(tmp_path: Path) -> None:
+    from bundles import make_bundle
+
+    bundle = make_bundle(tmp_path / "noint8", int8=False)
+    assert Classifier.load(bundle).precision == "fp32"
+    with pytest.raises(BundleError, match="has no int8 model"):
+        Classifier.load(bundle, precision="int8")
+
+
+def test_corrupt_model_file_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    (copy / "model.int8.onnx").write_bytes(b"not a model")
+    with pytest.raises(BundleError, match=r"model\.int8\.onnx does not match its sha256 \(reinstall the model\)"):
+        Classifier.load(copy)
+    assert Classifier.load(copy, precision="fp32").precision == "fp32"  # the intact model still loads
