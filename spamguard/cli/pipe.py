@@ -1,0 +1,113 @@
+"""`spamguard pipe`: the filter procmail, maildrop and MTA pipe transports run once per message."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import ClassVar
+
+import click
+
+from spamguard.plugins.pipe import (
+    DEFAULT_MAX_SIZE,
+    DEFAULT_TIMEOUT,
+    EX_OK,
+    EX_TEMPFAIL,
+    PipeSettings,
+    run_filter,
+)
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: `512000`, `500K`, `2M` (binary units, as spamc counts)."""
+
+    name = "SIZE"
+    _units: ClassVar[dict[str, int]] = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B")
+        number, unit = (text[:-1], text[-1]) if text[-1:] in self._units else (text, "")
+        if not number.isdigit() or int(number) < 1:
+            self.fail(f"{value!r} is not a size (examples: 512000, 500K, 2M)", param, ctx)
+        return int(number) * self._units[unit]
+
+
+class PassThroughOnUsageError(click.Command):
+    """A typo in a procmail recipe must not cost mail: a usage error is reported on stderr, and the message
+    still goes through unchanged (exit 0), or the filter exits 75 when `--fail-closed` was among the arguments."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, list(args))
+        except click.UsageError as exc:
+            fail_closed = "--fail-closed" in args
+            action = f"exit {EX_TEMPFAIL} (tempfail)" if fail_closed else "message passed through unchanged"
+            click.echo(f"spamguard pipe: {exc.format_message()}; {action}", err=True)
+            if not fail_closed:
+                _write(click.get_binary_stream("stdin").read())
+            ctx.exit(EX_TEMPFAIL if fail_closed else EX_OK)
+
+
+def _write(data: bytes) -> None:
+    out = click.get_binary_stream("stdout")
+    out.write(data)
+    out.flush()
+
+
+@click.command("pipe", cls=PassThroughOnUsageError)
+@click.option("--model", "-m", help="Model name or bundle path (default: $SPAMGUARD_MODEL, then the default model).")
+@click.option("--precision", type=click.Choice(["auto", "int8", "fp32"]), default="auto", show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Spam threshold (default: the bundle's).")
+@click.option(
+    "--max-size",
+    type=ByteSize(),
+    default=DEFAULT_MAX_SIZE,
+    show_default=True,
+    help="Score only the first SIZE bytes of larger messages (the whole message still passes through).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds allowed for loading the model and scoring; past it the message passes unscored.",
+)
+@click.option(
+    "--fail-closed",
+    is_flag=True,
+    help=f"On any failure write nothing and exit {EX_TEMPFAIL} (EX_TEMPFAIL) so the MTA retries, "
+    "instead of passing the message through unchanged.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads (default: one per core).")
+@click.option(
+    "--connect",
+    metavar="ADDRESS",
+    help="Score in a running 'spamguard milter' (inet:HOST:PORT or unix:/path) instead of loading the model "
+    "in this process: much faster per message, as spamc is to spamd.",
+)
+def pipe(
+    model: str | None,
+    precision: str,
+    threshold: float | None,
+    max_size: int,
+    timeout: float,
+    fail_closed: bool,
+    threads: int | None,
+    connect: str | None,
+) -> None:
+    """Read one message on stdin, write it to stdout with X-Spam-Flag, X-Spam-Status and X-Spamguard headers.
+
+    Exit 0 always, unless --fail-closed and scoring failed (then 75)."""
+    raw = click.get_binary_stream("stdin").read()
+    settings = PipeSettings(model, precision, threshold, max_size, timeout, fail_closed, threads, connect)
+    result = run_filter(raw, settings)
+    if result.error:
+        click.echo(f"spamguard pipe: {result.error}", err=True)
+    if result.output is not None:
+        _write(result.output)
+    if result.abandoned:
+        sys.stderr.flush()
+        os._exit(result.exit_code)  # the scoring thread is stuck in native code: do not wait for it
+    sys.exit(result.exit_code)
