@@ -12,6 +12,8 @@ from spamguard.errors import SpamguardError
 # name -> "module:attribute" of a click command; each command lives in its own module of this package
 COMMANDS: dict[str, str] = {
     "learn": "spamguard.cli.learn:learn",
+    "pipe": "spamguard.cli.pipe:pipe",
+    "milter": "spamguard.cli.milter:milter",
 }
 
 
