@@ -9,3 +9,11 @@ class WeightsError(SpamguardError):
 
 class DataError(SpamguardError):
     """A training data set is missing or malformed."""
+
+
+class TrainingError(SpamguardError):
+    """Training settings that cannot work (an unknown --trainable, a token budget the model cannot hold)."""
+
+
+class ExportError(SpamguardError):
+    """The exported model does not reproduce the trained one."""

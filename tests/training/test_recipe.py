@@ -1,0 +1,104 @@
+"""The recipe's parts: what `--trainable` unfreezes, the book's fixed padding, evaluation order, best-epoch
+restore, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from spamguard.training.errors import TrainingError
+from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
+from spamguard.training.recipe import (
+    TokenData,
+    TrainSettings,
+    evaluate,
+    freeze_for,
+    logits_of,
+    parse_trainable,
+    save_checkpoint,
+    train,
+)
+
+CONFIG = GPTConfig(n_layer=3, n_head=2, n_embd=16, n_positions=64)
+
+
+@pytest.fixture
+def model() -> GPT2Classifier:
+    torch.manual_seed(0)
+    return GPT2Classifier(CONFIG)
+
+
+def trainable_names(model: GPT2Classifier, spec: str) -> set[str]:
+    """Trainable modules: `h.N` for a block, else the top-level name."""
+    freeze_for(model, parse_trainable(spec, CONFIG.n_layer))
+    groups = set()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            parts = name.split(".")
+            groups.add(".".join(parts[:2]) if parts[0] == "h" else parts[0])
+    return groups
+
+
+def test_trainable_specs(model: GPT2Classifier) -> None:
+    assert trainable_names(model, "last-layer") == {"head"}
+    assert trainable_names(model, "last-block") == {"head", "ln_f", "h.2"}
+    assert trainable_names(model, "2") == {"head", "ln_f", "h.1", "h.2"}
+    assert trainable_names(model, "all") == {"head", "ln_f", "h.0", "h.1", "h.2", "wte", "wpe"}
+    assert parse_trainable("last-block", 3).start == 2 and parse_trainable("all", 3).cacheable is False
+
+
+@pytest.mark.parametrize("spec", ["0", "4", "some", "-1"])
+def test_bad_trainable_spec(spec: str) -> None:
+    with pytest.raises(TrainingError) as info:
+        parse_trainable(spec, 3)
+    assert str(info.value) == (
+        f"--trainable must be last-block, last-layer, all or a number of blocks from 1 to 3, not {spec!r}"
+    )
+
+
+def test_book_padding_to_one_length_gives_the_same_logits(model: GPT2Classifier) -> None:
+    tokens = [[5, 6, 7], list(range(100, 120)), [9]]
+    labels = [0, 1, 0]
+    fixed, dynamic = TokenData(tokens, labels, pad_to=32), TokenData(tokens, labels)
+    rows = np.arange(3)
+    assert fixed.batch(rows).ids.shape == (3, 32) and dynamic.batch(rows).ids.shape == (3, 20)
+    with torch.no_grad():
+        assert torch.allclose(logits_of(model, fixed.batch(rows)), logits_of(model, dynamic.batch(rows)), atol=1e-6)
+
+
+def test_evaluate_returns_scores_in_data_order(model: GPT2Classifier) -> None:
+    rng = np.random.default_rng(1)
+    tokens = [rng.integers(0, 50256, int(n)).tolist() for n in (30, 2, 17, 5, 9)]
+    result = evaluate(model.eval(), TokenData(tokens, [0, 1, 0, 1, 1]), batch_size=2)
+    with torch.no_grad():
+        alone = [torch.softmax(model(torch.tensor([t]), torch.tensor([len(t)])), -1)[0, 1].item() for t in tokens]
+    assert np.allclose(result.scores, alone, atol=1e-6)
+    assert result.labels.tolist() == [0, 1, 0, 1, 1]
+
+
+def test_best_epoch_is_restored(model: GPT2Classifier) -> None:
+    rng = np.random.default_rng(2)
+    tokens = [rng.integers(0, 50256, int(n)).tolist() for n in rng.integers(1, 20, 24)]
+    data = TokenData(tokens, rng.integers(0, 2, 24))
+    settings = TrainSettings(trainable="last-block", epochs=4, batch_size=4, lr=3e-3, seed=0)
+    logged: list[str] = []
+    result = train(model, data, data, settings, parse_trainable("last-block", 3), log=logged.append)
+    best = max(result.history, key=lambda s: (s.val_accuracy, -s.val_loss))
+    assert result.best_epoch == best.epoch and len(logged) == 4
+    assert evaluate(model, data).loss == pytest.approx(best.val_loss, abs=1e-6)
+    assert set(result.state) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert result.trainable_parameters == sum(v.numel() for v in result.state.values())
+
+
+def test_checkpoint_is_safetensors_with_config(model: GPT2Classifier, tmp_path: Path) -> None:
+    path = save_checkpoint(model, tmp_path / "c.safetensors", only=["head.weight", "head.bias"], metadata={"seed": 1})
+    with safe_open(str(path), framework="pt") as f:
+        assert set(f.keys()) == {"head.weight", "head.bias"}
+        meta = f.metadata()
+        assert torch.equal(f.get_tensor("head.weight"), model.head.weight.detach())
+    assert json.loads(meta["config"]) == CONFIG.to_dict() and json.loads(meta["seed"]) == 1

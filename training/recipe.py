@@ -1,0 +1,298 @@
+"""The fine-tuning recipe: a frozen GPT-2, a new two-class head, the last block(s) and the final LayerNorm trained
+with AdamW on the cross-entropy of the logits at each example's last real token.
+
+Examples reach the model either as token ids (`TokenData`: the whole model runs every step) or as cached prefix
+states (`CachedData`: only the tail runs). Both produce the same `Batch`, and one loss function serves training
+and evaluation, so the cache changes how fast the numbers come, never which numbers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from spamguard.metrics import binary_metrics
+from spamguard.training.errors import TrainingError
+from spamguard.training.export import PAD_ID, pad_batch
+from spamguard.training.gpt2 import GPT2Classifier
+from spamguard.training.prefix_cache import PrefixCache
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    trainable: str = "last-block"  # last-block | last-layer (head only) | all | a number of blocks
+    epochs: int = 5
+    batch_size: int = 8
+    lr: float = 5e-5
+    weight_decay: float = 0.1
+    seed: int = 123  # torch (head initialisation) and the data order of every epoch
+    precision: str = "auto"  # of the frozen prefix pass: auto (bf16 where native) | fp32 | bf16
+    class_weights: tuple[float, float] | None = None  # (ham, spam) loss weights for imbalanced data
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Trainable:
+    """What `--trainable` unfreezes. `start` is the first block that trains; below it the model is frozen and
+    cacheable. `last_only`: only the head trains, so one state per example (the last real position) is enough."""
+
+    spec: str
+    start: int
+    ln_f: bool
+    embeddings: bool
+
+    @property
+    def cacheable(self) -> bool:
+        return not self.embeddings
+
+    @property
+    def last_only(self) -> bool:
+        return not self.ln_f
+
+
+def parse_trainable(spec: str, n_layer: int) -> Trainable:
+    if spec == "last-layer":
+        return Trainable(spec, n_layer, ln_f=False, embeddings=False)
+    if spec == "last-block":
+        return Trainable(spec, n_layer - 1, ln_f=True, embeddings=False)
+    if spec == "all":
+        return Trainable(spec, 0, ln_f=True, embeddings=True)
+    if spec.isdigit() and 1 <= int(spec) <= n_layer:
+        return Trainable(spec, n_layer - int(spec), ln_f=True, embeddings=False)
+    raise TrainingError(
+        f"--trainable must be last-block, last-layer, all or a number of blocks from 1 to {n_layer}, not {spec!r}"
+    )
+
+
+def freeze_for(model: GPT2Classifier, trainable: Trainable) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze the head, the blocks from `start` and (unless head-only) `ln_f`."""
+    model.requires_grad_(trainable.embeddings)
+    model.head.requires_grad_(True)
+    for block in model.h[trainable.start :]:
+        block.requires_grad_(True)
+    model.ln_f.requires_grad_(trainable.ln_f)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+@dataclass(frozen=True)
+class Batch:
+    lengths: torch.Tensor  # (B,) int64
+    labels: torch.Tensor  # (B,) int64
+    ids: torch.Tensor | None = None  # (B, T) int64, when the whole model runs
+    hidden: torch.Tensor | None = None  # (B, T, C) float32, cached input of block `start`
+    start: int = 0
+
+
+class TokenData:
+    """Token ids; each batch padded to its longest member, or to `pad_to` for every batch (the book's recipe)."""
+
+    def __init__(self, token_lists: Sequence[Sequence[int]], labels: Sequence[int], pad_to: int | None = None):
+        self.token_lists = [list(t) for t in token_lists]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.lengths = np.array([len(t) for t in self.token_lists], dtype=np.int64)
+        self.pad_to = pad_to
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, indices: np.ndarray) -> Batch:
+        rows = [self.token_lists[i][: self.pad_to] for i in indices]
+        ids, lengths = pad_batch(rows)
+        if self.pad_to is not None and ids.shape[1] < self.pad_to:
+            ids = np.pad(ids, ((0, 0), (0, self.pad_to - ids.shape[1])), constant_values=PAD_ID)
+        return Batch(torch.from_numpy(lengths), torch.from_numpy(self.labels[indices]), ids=torch.from_numpy(ids))
+
+
+class CachedData:
+    """Prefix states from a `PrefixCache`; the model runs only its tail on them."""
+
+    def __init__(self, cache: PrefixCache, labels: Sequence[int]):
+        if len(cache) != len(labels):
+            raise ValueError(f"{len(cache)} cached examples but {len(labels)} labels")
+        self.cache = cache
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.lengths = cache.lengths
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, indices: np.ndarray) -> Batch:
+        hidden, lengths = self.cache.batch(indices)
+        return Batch(lengths, torch.from_numpy(self.labels[indices]), hidden=hidden, start=self.cache.start)
+
+
+Data = TokenData | CachedData
+
+
+def logits_of(model: GPT2Classifier, batch: Batch) -> torch.Tensor:
+    if batch.hidden is not None:
+        return model.tail(batch.hidden, batch.lengths, batch.start)  # (B, 2)
+    return model(batch.ids, batch.lengths)  # (B, 2)
+
+
+def calc_loss_batch(
+    model: GPT2Classifier, batch: Batch, class_weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one loss of training and evaluation: cross-entropy of the logits at the last real token."""
+    logits = logits_of(model, batch)
+    return F.cross_entropy(logits, batch.labels, weight=class_weights), logits
+
+
+def spam_probability(logits: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits.float(), dim=-1)[:, 1]
+
+
+def epoch_order(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    labels: np.ndarray
+    scores: np.ndarray  # P(spam), in the data's order
+
+    @property
+    def accuracy(self) -> float:
+        return float(binary_metrics(self.labels, self.scores, 0.5)["accuracy"])
+
+
+def evaluate(
+    model: GPT2Classifier,
+    data: Data,
+    batch_size: int = 32,
+    class_weights: torch.Tensor | None = None,
+    num_batches: int | None = None,
+) -> Evaluation:
+    """Loss (mean over examples) and P(spam) of every example; batches grouped by length, unless the data pads
+    every batch to one length anyway. `num_batches` stops early for a quick look."""
+    was_training = model.training
+    model.eval()
+    order = np.argsort(data.lengths, kind="stable")
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)][:num_batches]
+    scores = np.full(len(data), np.nan)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for chunk in chunks:
+            batch = data.batch(chunk)
+            loss, logits = calc_loss_batch(model, batch, class_weights)
+            total += loss.item() * len(chunk)
+            count += len(chunk)
+            scores[chunk] = spam_probability(logits).numpy()
+    model.train(was_training)
+    seen = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    return Evaluation(total / max(count, 1), data.labels[np.sort(seen)], scores[np.sort(seen)])
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float  # mean over the epoch's batches, as the weights moved
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochStats]
+    best_epoch: int
+    validation: Evaluation  # of the best epoch: what a threshold rule chooses from
+    seconds: float
+    trainable_parameters: int
+    state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  # the best trainable tensors
+
+
+def train(
+    model: GPT2Classifier,
+    train_data: Data,
+    val_data: Data,
+    settings: TrainSettings,
+    trainable: Trainable,
+    *,
+    log: Callable[[str], None] = print,
+    progress: Callable[..., Iterator] = tqdm,
+) -> TrainResult:
+    """AdamW over the trainable parameters for `settings.epochs` epochs, shuffled with the seed; validation
+    after every epoch; the best epoch (validation accuracy, then loss) is restored into `model` at the end."""
+    if settings.epochs < 1 or settings.batch_size < 1:
+        raise TrainingError("--epochs and --batch-size must be at least 1")
+    params = freeze_for(model, trainable)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    weights = torch.tensor(settings.class_weights, dtype=torch.float32) if settings.class_weights else None
+    rng = np.random.default_rng(settings.seed)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    history: list[EpochStats] = []
+    best: tuple[float, float] | None = None
+    best_state: dict[str, torch.Tensor] = {}
+    best_eval = Evaluation(float("nan"), val_data.labels, np.full(len(val_data), np.nan))
+    best_epoch = 0
+    began = time.perf_counter()
+    for epoch in range(1, settings.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        losses, correct, seen = [], 0, 0
+        bar = progress(
+            epoch_order(len(train_data), settings.batch_size, rng),
+            desc=f"epoch {epoch}/{settings.epochs}",
+            unit="batch",
+            leave=False,
+        )
+        for indices in bar:
+            batch = train_data.batch(indices)
+            optimizer.zero_grad(set_to_none=True)
+            loss, logits = calc_loss_batch(model, batch, weights)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            correct += int((logits.argmax(-1) == batch.labels).sum())
+            seen += len(indices)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        val = evaluate(model, val_data, class_weights=weights)
+        seconds = time.perf_counter() - t0
+        stats = EpochStats(epoch, float(np.mean(losses)), correct / seen, val.loss, val.accuracy, seconds)
+        history.append(stats)
+        improved = best is None or (val.accuracy, -val.loss) > best
+        if improved:
+            best, best_epoch, best_eval = (val.accuracy, -val.loss), epoch, val
+            best_state = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+        log(
+            f"epoch {epoch}/{settings.epochs}: train loss {stats.train_loss:.4f} acc {stats.train_accuracy:.2%}, "
+            f"val loss {val.loss:.4f} acc {val.accuracy:.2%} ({stats.seconds:.1f} s){' *' if improved else ''}"
+        )
+    model.load_state_dict(best_state, strict=False)
+    model.eval()
+    return TrainResult(
+        history=history,
+        best_epoch=best_epoch,
+        validation=best_eval,
+        seconds=time.perf_counter() - began,
+        trainable_parameters=sum(p.numel() for p in params),
+        state=best_state,
+    )
+
+
+def save_checkpoint(
+    model: GPT2Classifier, path: Path, *, only: Sequence[str] | None = None, metadata: dict | None = None
+) -> Path:
+    """The model's tensors as safetensors (no pickle), its config and `metadata` as JSON strings in the header.
+    `only` keeps just the named tensors: the trained part, when the frozen rest is the published base."""
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if only is None or k in set(only)}
+    header = {"config": json.dumps(model.config.to_dict())}
+    header |= {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata=header)
+    return path
