@@ -62,6 +62,20 @@ def is_known_name(base: str) -> bool:
     return base in HUB_REPOS
 
 
+def locate(base: str, weights: str) -> BaseModel | None:
+    """The base on disk before any model is built: downloaded for pretrained weights, a folder as given, or
+    None for random weights in a named configuration (nothing to read from disk then)."""
+    if weights == "pretrained":
+        return fetch(base)
+    path = Path(base).expanduser()
+    if path.is_dir():
+        read_config(path)
+        return BaseModel(name=path.name, path=path)
+    if is_known_name(base):
+        return None
+    raise WeightsError(f"unknown base model {base!r}: use one of {', '.join(HUB_REPOS)} or a folder with config.json")
+
+
 def fetch(base: str, *, need_weights: bool = True) -> BaseModel:
     """Find `base` on disk: a folder path as given, or a GPT-2 name downloaded through huggingface_hub into
     spamguard's cache (resumed if interrupted; served from the cache when offline)."""

@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "learn": "spamguard.cli.learn:learn",
     "pipe": "spamguard.cli.pipe:pipe",
     "milter": "spamguard.cli.milter:milter",
+    "train": "spamguard.cli.train:train",
 }
 
 

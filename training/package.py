@@ -1,0 +1,193 @@
+"""From a trained model to a model bundle: ONNX export, the parity proof, the int8 copy and its verdict agreement,
+the test figures of both precisions, the threshold, and `write_bundle`.
+
+Every figure here is computed on the exported ONNX files through onnxruntime, i.e. on what the runtime will run,
+not on the PyTorch model they came from."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spamguard.bundle import Bundle, write_bundle
+from spamguard.metrics import binary_metrics
+from spamguard.training.errors import ExportError
+from spamguard.training.export import check_parity, export_onnx, onnx_logits, pad_batch, quantize_int8
+from spamguard.training.gpt2 import GPT2Classifier
+from spamguard.training.prefix_cache import length_sorted_chunks
+
+PARITY_LIMIT = 1e-4  # max |logit difference| PyTorch vs onnxruntime, fp32
+AGREEMENT_TARGET = 0.995  # int8 verdicts equal to fp32's on the test split; below it the int8 copy is left out
+PARITY_MESSAGES = 16
+
+# (validation labels, validation P(spam)) -> (threshold, how it was chosen, for the manifest; None if fixed)
+ThresholdRule = Callable[[np.ndarray, np.ndarray], tuple[float, dict[str, Any] | None]]
+
+
+def fixed_threshold(threshold: float = 0.5) -> ThresholdRule:
+    def rule(labels: np.ndarray, scores: np.ndarray) -> tuple[float, dict[str, Any] | None]:
+        return threshold, None
+
+    return rule
+
+
+@dataclass
+class Split:
+    """One labelled split as token ids, the form every ONNX figure is computed from."""
+
+    token_lists: list[list[int]]
+    labels: np.ndarray
+
+
+def onnx_scores(model_path: Path, token_lists: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray:
+    """P(spam) of every message through onnxruntime, in length-grouped batches (as the runtime scores)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    scores = np.empty(len(token_lists), dtype=np.float64)
+    for chunk in length_sorted_chunks([len(t) for t in token_lists], batch_size):
+        logits = onnx_logits(session, *pad_batch([list(token_lists[i]) for i in chunk])).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        scores[chunk] = probs[:, 1] / probs.sum(axis=1)
+    return scores
+
+
+def parity_batch(token_lists: Sequence[Sequence[int]], n: int = PARITY_MESSAGES) -> list[list[int]]:
+    """Up to `n` messages spread over the length range, shortest and longest included: one padded batch where
+    most rows carry padding, which is what the parity check must survive."""
+    order = np.argsort([len(t) for t in token_lists], kind="stable")
+    picks = np.unique(np.linspace(0, len(order) - 1, num=min(n, len(order))).round().astype(int))
+    return [list(token_lists[order[i]]) for i in picks]
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer logs advice ("consider pre-processing") through the root logger on every run;
+    the user's terminal is for spamguard's own progress."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+@dataclass
+class Exported:
+    fp32: Path
+    int8: Path | None  # None when its verdicts disagree with fp32 too often
+    threshold: float
+    threshold_choice: dict[str, Any] | None
+    parity: float
+    parity_lengths: list[int]
+    agreement: float
+    metrics: dict[str, Any]  # test, test_int8, int8_agreement, validation
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def export_and_check(
+    model: GPT2Classifier,
+    work: Path,
+    validation: Split,
+    test: Split,
+    *,
+    threshold_rule: ThresholdRule | None = None,
+    log: Callable[[str], None] = print,
+) -> Exported:
+    """Export fp32 ONNX, prove parity on real test messages, choose the threshold on validation scores of the
+    exported model, quantize to int8 and measure both on the whole test split."""
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    fp32 = work / "model.onnx"
+    export_onnx(model, fp32)
+    batch = parity_batch(test.token_lists)
+    parity = check_parity(model, fp32, batch)
+    lengths = sorted(len(t) for t in batch)
+    seconds["export"] = time.perf_counter() - t0
+    log(
+        f"export: {fp32.name} ({fp32.stat().st_size / 1e6:.1f} MB); parity with PyTorch on {len(batch)} test "
+        f"messages of {lengths[0]}-{lengths[-1]} tokens in one padded batch: max |Δlogit| = {parity:.2e}"
+    )
+    if not parity <= PARITY_LIMIT:
+        raise ExportError(f"the ONNX export differs from PyTorch by {parity:.2e} > {PARITY_LIMIT:.0e} in a logit")
+
+    t0 = time.perf_counter()
+    val_scores = onnx_scores(fp32, validation.token_lists)
+    threshold, choice = (threshold_rule or fixed_threshold())(validation.labels, val_scores)
+    test32 = onnx_scores(fp32, test.token_lists)
+    seconds["score_fp32"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with _quiet_root_logger():
+        int8 = quantize_int8(fp32, work / "model.int8.onnx")
+    test8 = onnx_scores(int8, test.token_lists)
+    seconds["int8"] = time.perf_counter() - t0
+    agreement = float(np.mean((test32 >= threshold) == (test8 >= threshold)))
+    verdict = "meets" if agreement >= AGREEMENT_TARGET else "misses"
+    log(
+        f"int8: {int8.stat().st_size / 1e6:.1f} MB; verdicts agree with fp32 on {agreement:.2%} of the "
+        f"{len(test8)} test messages ({verdict} the {AGREEMENT_TARGET:.1%} target)"
+    )
+    if agreement < AGREEMENT_TARGET:
+        log("int8: left out of the bundle; the runtime will use fp32")
+    metrics = {
+        "test": binary_metrics(test.labels, test32, threshold),
+        "test_int8": binary_metrics(test.labels, test8, threshold),
+        "int8_agreement": agreement,
+        "validation": binary_metrics(validation.labels, val_scores, threshold),
+    }
+    return Exported(
+        fp32=fp32,
+        int8=int8 if agreement >= AGREEMENT_TARGET else None,
+        threshold=threshold,
+        threshold_choice=choice,
+        parity=parity,
+        parity_lengths=lengths,
+        agreement=agreement,
+        metrics=metrics,
+        seconds=seconds,
+    )
+
+
+def format_metrics(m: dict[str, Any]) -> str:
+    return (
+        f"accuracy {m['accuracy']:.2%}, precision {m['precision']:.2%}, recall {m['recall']:.2%}, "
+        f"F1 {m['f1']:.2%}, FPR {m['fpr']:.2%} | confusion: tp {m['tp']} fp {m['fp']} tn {m['tn']} fn {m['fn']}"
+    )
+
+
+def package(
+    out: Path,
+    exported: Exported,
+    *,
+    encoder_json: Path,
+    vocab_bpe: Path,
+    manifest: dict[str, Any],
+    extra_files: dict[str, Path] | None = None,
+) -> Bundle:
+    """The bundle: ONNX files, tokenizer, extras (curves, checkpoint) and the manifest with every figure."""
+    models = {"fp32": exported.fp32} | ({"int8": exported.int8} if exported.int8 else {})
+    full = {
+        **manifest,
+        "threshold": exported.threshold,
+        "metrics": exported.metrics,
+        "export": {
+            "parity_max_abs_logit_diff": exported.parity,
+            "parity_lengths": exported.parity_lengths,
+            "int8_included": exported.int8 is not None,
+        },
+    }
+    if exported.threshold_choice is not None:
+        full["threshold_choice"] = exported.threshold_choice
+    return write_bundle(
+        out, models=models, encoder_json=encoder_json, vocab_bpe=vocab_bpe, manifest=full, extra_files=extra_files
+    )

@@ -1,0 +1,386 @@
+"""The main job, `spamguard train`, as reusable steps: examples -> splits -> tokens -> model -> prefix cache ->
+training -> export and checks -> bundle -> install.
+
+Each step is a plain function so another data source can enter anywhere: `run(job)` reads the SMS collection,
+`run(job, splits=...)` trains on any `Splits` (mail folders, a feedback corpus), and `threshold_rule` chooses
+the decision threshold from the exported model's validation scores."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spamguard import registry
+from spamguard.errors import BundleError, TokenizerError
+from spamguard.paths import models_dir
+from spamguard.tokenizer import encode, load_encoding
+from spamguard.training.curves import plot_curves
+from spamguard.training.data import (
+    Example,
+    Splits,
+    balance,
+    deduplicate,
+    download_sms_collection,
+    read_sms_collection,
+    split,
+)
+from spamguard.training.errors import TrainingError, WeightsError
+from spamguard.training.gpt2 import HUB_REPOS, GPT2Classifier
+from spamguard.training.package import (
+    Split,
+    ThresholdRule,
+    export_and_check,
+    format_metrics,
+    package,
+)
+from spamguard.training.prefix_cache import build_cache, resolve_precision
+from spamguard.training.recipe import (
+    CachedData,
+    TokenData,
+    Trainable,
+    TrainResult,
+    TrainSettings,
+    parse_trainable,
+    save_checkpoint,
+    train,
+)
+from spamguard.training.weights import BaseModel, build_model, fetch, is_known_name, locate
+
+DEFAULT_MAX_TOKENS = 256
+CURVES_FILE = "training_curves.png"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+@dataclass(frozen=True)
+class Job:
+    base: str = "gpt2"  # hub name or a folder in the Hugging Face layout
+    weights: str = "pretrained"  # or "random"
+    data: Path | None = None  # SMS-collection file; None downloads the UCI original
+    tokenizer: Path | None = None  # folder with encoder.json + vocab.bpe (or vocab.json + merges.txt)
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    out: Path | None = None  # bundle folder; None: a new folder in the models dir
+    name: str | None = None  # model name; None: from the base and the date
+    install: bool = True  # install as the user's default model
+    balance: bool = True  # undersample ham to the spam count (the book's protocol), else a stratified split
+    work_dir: Path | None = None  # scratch space (ONNX files, an on-disk prefix cache); None: the temp dir
+    cache_memory_limit: int | None = None  # bytes before the prefix cache moves to disk; None: automatic
+    threads: int | None = None  # torch threads; None: torch's default (one per core)
+    recipe: TrainSettings = field(default_factory=TrainSettings)
+
+
+@dataclass(frozen=True)
+class Output:
+    path: Path
+    name: str
+    in_models_dir: bool  # written straight into the models dir: installing is just making it the default
+
+
+@dataclass
+class TrainReport:
+    bundle: Path
+    name: str
+    installed: Path | None
+    metrics: dict[str, Any]
+    seconds: dict[str, float]
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:40] or "model"
+
+
+def plan_output(job: Job) -> Output:
+    """Name and folder of the new bundle, checked before hours of training, not after."""
+    base_name = _safe_name(Path(job.base).name if Path(job.base).expanduser().is_dir() else job.base)
+    default = f"{base_name}{'-random' if job.weights == 'random' else ''}-{datetime.now():%Y%m%d-%H%M%S}"
+    if job.name is not None:
+        name = job.name
+    elif job.out is not None and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", Path(job.out).name):
+        name = Path(job.out).name
+    else:
+        name = default
+    registry.check_name(name)
+    out = Path(job.out).expanduser() if job.out is not None else models_dir() / name
+    if out.exists():
+        raise BundleError(f"output directory already exists: {out} (choose another --out or remove it)")
+    in_models_dir = out.parent.resolve() == models_dir().resolve()
+    if job.install and not in_models_dir and (models_dir() / name).exists():
+        raise BundleError(f"a model named {name!r} is already installed (pass --name, or --no-install)")
+    return Output(out, out.name if in_models_dir else name, in_models_dir)
+
+
+def load_examples(job: Job, log: Callable[[str], None] = print) -> tuple[list[Example], str]:
+    """The labelled messages and a description of where they came from (for the manifest)."""
+    path = Path(job.data) if job.data is not None else download_sms_collection(progress=log)
+    examples = read_sms_collection(path)
+    source = str(path) if job.data is not None else "SMS Spam Collection (UCI)"
+    return examples, source
+
+
+def make_splits(
+    examples: Sequence[Example], seed: int, *, balanced: bool = True, log: Callable[[str], None] = print
+) -> Splits:
+    """Deduplicate, balance (seeded) or keep the real ratio, split 70/10/20 (seeded), and say the counts."""
+    unique = deduplicate(examples)
+    chosen = balance(unique, seed) if balanced else unique
+    how = f"balanced to {len(chosen)}" if balanced else "not balanced"
+    log(f"data: {len(examples)} messages, {len(unique)} after removing repeated texts, {how} (seed {seed})")
+    splits = split(chosen, seed, stratify=not balanced)
+    counts = splits.counts()
+    log(
+        "split 70/10/20: "
+        + ", ".join(f"{part} {c['ham'] + c['spam']} ({c['ham']} ham, {c['spam']} spam)" for part, c in counts.items())
+    )
+    return splits
+
+
+def _bpe_pair(folder: Path) -> tuple[Path, Path] | None:
+    for encoder, bpe in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
+        if (folder / encoder).is_file() and (folder / bpe).is_file():
+            return folder / encoder, folder / bpe
+    return None
+
+
+def tokenizer_files(job: Job, base_model: BaseModel | None) -> tuple[Path, Path]:
+    """`--tokenizer DIR` if given, else the base folder's `vocab.json`/`merges.txt`, else (random weights with a
+    hub name) the tokenizer files alone from the hub, which offline means `--tokenizer` is required."""
+    if job.tokenizer is not None:
+        folder = Path(job.tokenizer).expanduser()
+        pair = _bpe_pair(folder) if folder.is_dir() else None
+        if pair is None:
+            raise TokenizerError(
+                f"--tokenizer {folder}: expected a folder with encoder.json and vocab.bpe (or vocab.json and "
+                "merges.txt)"
+            )
+        return pair
+    if base_model is not None:
+        pair = _bpe_pair(base_model.path)
+        if pair is not None:
+            return pair
+        raise TokenizerError(
+            f"{base_model.path} has no vocab.json and merges.txt: pass --tokenizer DIR (a folder with "
+            "encoder.json and vocab.bpe)"
+        )
+    if is_known_name(job.base):
+        try:
+            pair = _bpe_pair(fetch(job.base, need_weights=False).path)
+        except WeightsError as exc:
+            raise TokenizerError(
+                f"cannot download the tokenizer files of {HUB_REPOS[job.base]}: offline, --weights random with a "
+                "hub name needs --tokenizer DIR (a folder with encoder.json and vocab.bpe)"
+            ) from exc
+        if pair is not None:
+            return pair
+    raise TokenizerError(f"no tokenizer for --base {job.base}: pass --tokenizer DIR")
+
+
+def tokenize(examples: Sequence[Example], encoding: Any, max_tokens: int) -> Split:
+    return Split(
+        [encode(encoding, e.text, max_tokens) for e in examples], np.array([e.label for e in examples], dtype=np.int64)
+    )
+
+
+def _describe_tokens(raw_lengths: np.ndarray, max_tokens: int) -> str:
+    return (
+        f"tokens per message: mean {raw_lengths.mean():.1f}, max {raw_lengths.max()} "
+        f"(--max-tokens {max_tokens}: {int(np.sum(raw_lengths > max_tokens))} messages cut to it)"
+    )
+
+
+def prepare_data(
+    model: GPT2Classifier,
+    trainable: Trainable,
+    train_split: Split,
+    val_split: Split,
+    job: Job,
+    precision: str,
+    log: Callable[[str], None] = print,
+) -> tuple[TokenData | CachedData, TokenData | CachedData, dict[str, Any]]:
+    """Training and validation data as the recipe consumes them: cached prefix states where the prefix is
+    frozen, token ids when everything trains."""
+    if not trainable.cacheable:
+        log("prefix cache: none (--trainable all trains the embeddings too)")
+        return (
+            TokenData(train_split.token_lists, train_split.labels),
+            TokenData(val_split.token_lists, val_split.labels),
+            {"used": False},
+        )
+    t0 = time.perf_counter()
+    caches = [
+        build_cache(
+            model,
+            s.token_lists,
+            trainable.start,
+            last_only=trainable.last_only,
+            precision=precision,
+            memory_limit=job.cache_memory_limit,
+            work_dir=job.work_dir,
+            desc=f"prefix cache ({name})",
+        )
+        for name, s in (("train", train_split), ("validation", val_split))
+    ]
+    seconds = time.perf_counter() - t0
+    where = "on disk" if caches[0].on_disk else "in memory"
+    blocks = "all blocks, last position only" if trainable.last_only else f"embeddings + blocks 0-{trainable.start - 1}"
+    if trainable.start == 0:
+        blocks = "embeddings"
+    size = sum(c.nbytes for c in caches)
+    log(f"prefix cache: {blocks}, {precision}, {size / 1e6:.1f} MB fp16 {where}, built in {seconds:.1f} s")
+    info = {"used": True, "precision": precision, "bytes": size, "on_disk": caches[0].on_disk, "seconds": seconds}
+    return CachedData(caches[0], train_split.labels), CachedData(caches[1], val_split.labels), info
+
+
+def run(
+    job: Job,
+    *,
+    splits: Splits | None = None,
+    data_source: str | None = None,
+    threshold_rule: ThresholdRule | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainReport:
+    """The whole job. `splits` replaces the SMS collection (then `data_source` describes it for the manifest);
+    `threshold_rule` chooses the threshold from validation scores (default: 0.5)."""
+    began = time.perf_counter()
+    seconds: dict[str, float] = {}
+    output = plan_output(job)
+    recipe = job.recipe
+    precision = resolve_precision(recipe.precision)
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)
+
+    t0 = time.perf_counter()
+    if splits is None:
+        examples, data_source = load_examples(job, log)
+        splits = make_splits(examples, recipe.seed, balanced=job.balance, log=log)
+    seconds["data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    located = locate(job.base, job.weights)
+    encoder_json, vocab_bpe = tokenizer_files(job, located)
+    encoding = load_encoding(encoder_json, vocab_bpe)
+    torch.manual_seed(recipe.seed)  # the new head's initialisation (and the whole model's, with random weights)
+    model, base_model = build_model(job.base, job.weights)
+    config = model.config
+    trainable = parse_trainable(recipe.trainable, config.n_layer)
+    if not 1 <= job.max_tokens <= config.n_positions:
+        raise TrainingError(f"--max-tokens must be between 1 and the model's {config.n_positions} positions")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(
+        f"model: {job.base} ({job.weights} weights, {config.n_layer} layers x {config.n_embd} wide, "
+        f"{n_params / 1e6:.1f}M parameters), trainable: {recipe.trainable}"
+    )
+    parts = {
+        "train": tokenize(splits.train, encoding, job.max_tokens),
+        "validation": tokenize(splits.validation, encoding, job.max_tokens),
+        "test": tokenize(splits.test, encoding, job.max_tokens),
+    }
+    if any(len(p.token_lists) == 0 for p in parts.values()):
+        raise TrainingError("too few messages: the train, validation and test splits each need at least one")
+    everything = (*splits.train, *splits.validation, *splits.test)
+    log(_describe_tokens(np.array([len(encoding.encode_ordinary(e.text)) for e in everything]), job.max_tokens))
+    seconds["model_and_tokens"] = time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory(prefix="spamguard-train-", dir=job.work_dir) as scratch:
+        work = Path(scratch)
+        train_data, val_data, cache_info = prepare_data(
+            model, trainable, parts["train"], parts["validation"], job, precision, log
+        )
+        seconds["prefix_cache"] = cache_info.get("seconds", 0.0)
+        try:
+            result = train(model, train_data, val_data, recipe, trainable, log=log)
+        finally:
+            for data in (train_data, val_data):
+                if isinstance(data, CachedData):
+                    data.cache.close()
+        seconds["train"] = result.seconds
+        best = result.history[result.best_epoch - 1]
+        log(f"best epoch: {result.best_epoch} (validation accuracy {best.val_accuracy:.2%}, loss {best.val_loss:.4f})")
+
+        exported = export_and_check(
+            model, work, parts["validation"], parts["test"], threshold_rule=threshold_rule, log=log
+        )
+        seconds |= exported.seconds
+        log(f"test fp32 (threshold {exported.threshold:.3g}): {format_metrics(exported.metrics['test'])}")
+        log(f"test int8 (threshold {exported.threshold:.3g}): {format_metrics(exported.metrics['test_int8'])}")
+
+        curves = plot_curves(
+            result.history,
+            work / CURVES_FILE,
+            title=f"{output.name}: {job.base}, {job.weights} weights, trainable {recipe.trainable}",
+            best_epoch=result.best_epoch,
+        )
+        checkpoint = _write_checkpoint(model, work / CHECKPOINT_FILE, job, result, output.name)
+        seconds["total"] = time.perf_counter() - began
+        manifest = _manifest(job, output, model, base_model, splits, data_source, result, cache_info, precision)
+        manifest["training"]["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+        bundle = package(
+            output.path,
+            exported,
+            encoder_json=encoder_json,
+            vocab_bpe=vocab_bpe,
+            manifest=manifest,
+            extra_files={CURVES_FILE: curves, CHECKPOINT_FILE: checkpoint},
+        )
+    log(f"bundle: {bundle.path}")
+    installed = _install(job, output)
+    if installed is not None:
+        log(f"installed as the default model {output.name!r}")
+    return TrainReport(bundle.path, output.name, installed, exported.metrics, seconds)
+
+
+def _write_checkpoint(model: GPT2Classifier, path: Path, job: Job, result: TrainResult, name: str) -> Path:
+    """The best weights as safetensors. Over published weights only the trained tensors are stored (the frozen
+    rest is the base checkpoint, named in the metadata); over random weights everything is."""
+    only = list(result.state) if job.weights == "pretrained" else None
+    metadata = {"name": name, "base_model": job.base, "weights": job.weights, "tensors": "trained" if only else "all"}
+    return save_checkpoint(model, path, only=only, metadata=metadata | {"recipe": job.recipe.to_dict()})
+
+
+def _manifest(
+    job: Job,
+    output: Output,
+    model: GPT2Classifier,
+    base_model: BaseModel | None,
+    splits: Splits,
+    data_source: str | None,
+    result: TrainResult,
+    cache_info: dict[str, Any],
+    precision: str,
+) -> dict[str, Any]:
+    return {
+        "name": output.name,
+        "max_tokens": job.max_tokens,
+        "base_model": base_model.name if base_model is not None else job.base,
+        "model_config": model.config.to_dict(),
+        "training": {
+            **job.recipe.to_dict(),
+            "precision": precision,
+            "weights": job.weights,
+            "data": data_source,
+            "balanced": job.balance,
+            "split": splits.counts(),
+            "trainable_parameters": result.trainable_parameters,
+            "best_epoch": result.best_epoch,
+            "history": [vars(s) for s in result.history],
+            "prefix_cache": cache_info,
+            "checkpoint": CHECKPOINT_FILE,
+            "curves": CURVES_FILE,
+        },
+    }
+
+
+def _install(job: Job, output: Output) -> Path | None:
+    if not job.install:
+        return None
+    if output.in_models_dir:
+        registry.set_default(output.path.name)
+        return output.path
+    return registry.install(output.path, output.name, make_default=True)
