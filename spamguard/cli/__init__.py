@@ -11,6 +11,9 @@ from spamguard.errors import SpamguardError
 
 # name -> "module:attribute" of a click command; each command lives in its own module of this package
 COMMANDS: dict[str, str] = {
+    "check": "spamguard.cli.check:check",
+    "eval": "spamguard.cli.evaluate:evaluate",
+    "models": "spamguard.cli.models:models",
     "learn": "spamguard.cli.learn:learn",
     "pipe": "spamguard.cli.pipe:pipe",
     "milter": "spamguard.cli.milter:milter",

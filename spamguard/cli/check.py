@@ -1,0 +1,123 @@
+"""`spamguard check`: verdicts for files or stdin, with bogofilter's exit codes so shell scripts can branch.
+
+Exit codes: 0 spam, 1 ham, 2 unsure, 3 error. With several inputs: 3 if any input could not be read or
+scored, else 0 if any is spam, else 2 if any is unsure, else 1 (all ham): "did anything look like spam?"."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import click
+
+from spamguard.errors import SpamguardError
+from spamguard.message_text import MAX_PARSE_BYTES, looks_like_mail
+
+EXIT_SPAM, EXIT_HAM, EXIT_UNSURE, EXIT_ERROR = 0, 1, 2, 3
+_EXIT_OF = {"spam": EXIT_SPAM, "ham": EXIT_HAM, "unsure": EXIT_UNSURE}
+_CHUNK = 256  # inputs scored together: batching pays, memory stays bounded for thousands of files
+
+
+class ExitThreeOnUsageError(click.Command):
+    """click exits 2 on a usage error, which here means "unsure": a script must see 3 (error) instead."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_ERROR
+            raise
+
+
+def combined_exit(codes: list[int]) -> int:
+    """The exit status for several inputs (see the module docstring)."""
+    for code in (EXIT_ERROR, EXIT_SPAM, EXIT_UNSURE):
+        if code in codes:
+            return code
+    return EXIT_HAM
+
+
+def _read_head(stream: BinaryIO, drain: bool) -> bytes:
+    """The part of a message that is ever parsed; the rest of a pipe is read and dropped, so the writer does
+    not die of a broken pipe, in bounded memory."""
+    head = stream.read(MAX_PARSE_BYTES)
+    while drain and stream.read(1 << 20):
+        pass
+    return head
+
+
+def read_input(name: str) -> bytes:
+    """One input's bytes. A text that is not a mail loses one trailing line break: `echo TEXT |` and editors
+    add it, and the model reads its verdict at the last token."""
+    try:
+        if name == "-":
+            data = _read_head(sys.stdin.buffer, drain=True)
+        else:
+            with open(name, "rb") as f:
+                data = _read_head(f, drain=False)
+    except OSError as exc:
+        raise SpamguardError(f"cannot read {name}: {exc.strerror or exc}") from exc
+    if not looks_like_mail(data):
+        data = data.removesuffix(b"\n").removesuffix(b"\r")
+    return data
+
+
+def _chunks(names: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    for start in range(0, len(names), _CHUNK):
+        yield names[start : start + _CHUNK]
+
+
+def _error(name: str, message: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"input": name, "error": message}))
+    else:
+        click.echo(f"Error: {message}", err=True)
+
+
+@click.command("check", cls=ExitThreeOnUsageError)
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--model", "-m", help="Model name or bundle path (default: $SPAMGUARD_MODEL, then the default model).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), help="Spam when P(spam) >= this (default: the model's).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
+@click.option("--fp32", is_flag=True, help="Use the full-precision model even when the bundle has an int8 one.")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads (default: physical cores).")
+def check(
+    files: tuple[str, ...], model: str | None, threshold: float | None, as_json: bool, fp32: bool, threads: int | None
+) -> None:
+    """Is each FILE (a raw mail or a text; stdin when none) spam? Exit 0 spam, 1 ham, 2 unsure, 3 error."""
+    from spamguard.classifier import Classifier
+
+    try:
+        clf = Classifier.load(model, precision="fp32" if fp32 else "auto", threads=threads)
+    except SpamguardError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    codes: list[int] = []
+    for names in _chunks(files or ("-",)):
+        readable: list[bytes] = []
+        outcomes: list[str | bytes] = []  # an error message, or the bytes to score
+        for name in names:
+            try:
+                outcomes.append(read_input(name))
+                readable.append(outcomes[-1])
+            except SpamguardError as exc:
+                outcomes.append(str(exc))
+        verdicts = iter(clf.classify_batch(readable, threshold=threshold))
+        for name, outcome in zip(names, outcomes, strict=True):
+            shown = "stdin" if name == "-" else name
+            if isinstance(outcome, str):
+                _error(shown, outcome, as_json)
+                codes.append(EXIT_ERROR)
+                continue
+            verdict = next(verdicts)
+            codes.append(_EXIT_OF[verdict.label])
+            if as_json:
+                click.echo(json.dumps({"input": shown, **verdict.to_dict()}))
+            else:
+                click.echo(
+                    f"{shown}: {verdict.label} score={verdict.score:.4f} threshold={verdict.threshold:.4f} "
+                    f"model={verdict.model}"
+                )
+    sys.exit(codes[0] if len(codes) == 1 else combined_exit(codes))
