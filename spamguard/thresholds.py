@@ -9,7 +9,7 @@ false-positive target chose."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,43 @@ def check_unsure(low: float, high: float, threshold: float | None = None) -> tup
     return low, high
 
 
+def check_options(
+    *, max_fpr: float | None = None, threshold: float | None = None, unsure: tuple[float, float] | None = None
+) -> None:
+    """Everything about `--max-fpr`/`--threshold`/`--unsure` that can be checked before training starts."""
+    if max_fpr is not None and threshold is not None:
+        raise ThresholdError("give --max-fpr or --threshold, not both")
+    if max_fpr is not None and not 0.0 <= max_fpr < 1.0:
+        raise ThresholdError(f"--max-fpr must be at least 0 and below 1, got {max_fpr:g}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ThresholdError(f"--threshold must be between 0 and 1, got {threshold:g}")
+    if unsure is not None:
+        fixed = threshold if threshold is not None else None if max_fpr is not None else DEFAULT_THRESHOLD
+        check_unsure(*unsure, threshold=fixed)
+
+
+def threshold_rule(
+    *,
+    max_fpr: float | None = None,
+    threshold: float | None = None,
+    unsure: tuple[float, float] | None = None,
+    log: Callable[[str], None] = print,
+) -> Callable[[np.ndarray, np.ndarray], tuple[float, dict[str, Any]]]:
+    """The options as a rule for the training pipeline, `(validation labels, scores) -> (threshold,
+    threshold_choice)`: checked now, so a typo fails before hours of training, applied to the exported model's
+    validation scores. The band to store as the manifest's `unsure` is `threshold_choice["unsure"]`."""
+    check_options(max_fpr=max_fpr, threshold=threshold, unsure=unsure)
+
+    def rule(labels: np.ndarray, scores: np.ndarray) -> tuple[float, dict[str, Any]]:
+        choice = choose_threshold(labels, scores, max_fpr=max_fpr, threshold=threshold, unsure=unsure)
+        log(choice.describe())
+        for warning in choice.warnings:
+            log(f"warning: {warning}")
+        return choice.threshold, choice.record
+
+    return rule
+
+
 def _figures(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
     m = binary_metrics(labels, scores, threshold)
     return {key: m[key] for key in ("fpr", "recall", "precision", "fp", "tp", "tn", "fn")}
@@ -94,15 +131,12 @@ def choose_threshold(
     """The threshold from `--max-fpr` (lowest threshold whose validation FPR meets the target), from
     `--threshold`, or the default 0.5, with the validation figures at that threshold and, when an unsure band
     is given, how much ham and spam land in it."""
-    if max_fpr is not None and threshold is not None:
-        raise ThresholdError("give --max-fpr or --threshold, not both")
+    check_options(max_fpr=max_fpr, threshold=threshold)
     y = np.asarray(labels, dtype=np.int64)
     s = np.asarray(scores, dtype=np.float64)
     n_ham, n_spam = int(np.sum(y == 0)), int(np.sum(y == 1))
     warnings = []
     if max_fpr is not None:
-        if not 0.0 <= max_fpr < 1.0:
-            raise ThresholdError(f"--max-fpr must be at least 0 and below 1, got {max_fpr:g}")
         if n_ham == 0:
             raise ThresholdError("cannot choose a threshold by false-positive rate: the validation split has no ham")
         method, chosen = "max_fpr", threshold_for_fpr(y, s, max_fpr)
@@ -115,12 +149,21 @@ def choose_threshold(
         if chosen > 1.0:
             warnings.append("a validation ham scores 1.0: no threshold meets the target, this model flags nothing")
     elif threshold is not None:
-        if not 0.0 <= threshold <= 1.0:
-            raise ThresholdError(f"--threshold must be between 0 and 1, got {threshold:g}")
         method, chosen = "threshold", float(threshold)
     else:
         method, chosen = "default", DEFAULT_THRESHOLD
-    band = check_unsure(*unsure, threshold=chosen) if unsure is not None else None
+    band = None
+    if unsure is not None:
+        low, high = check_unsure(*unsure)
+        if method == "max_fpr" and not low <= chosen <= high and chosen <= 1.0:
+            # Known only after training: widen the band to the threshold rather than throw the model away.
+            # Spam verdicts then stay at least as strict as the false-positive target asks.
+            low, high = min(low, chosen), max(high, chosen)
+            warnings.append(
+                f"the threshold {chosen:.6g} chosen for --max-fpr lies outside the unsure band "
+                f"{unsure[0]:g},{unsure[1]:g}: the band was widened to {low:.6g},{high:.6g}"
+            )
+        band = check_unsure(low, high, threshold=chosen if chosen <= 1.0 else None)
     record: dict[str, Any] = {
         "method": method,
         "target_fpr": max_fpr,

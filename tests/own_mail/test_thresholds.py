@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from spamguard.thresholds import ThresholdError, check_unsure, choose_threshold, parse_unsure
+from spamguard.thresholds import ThresholdError, check_unsure, choose_threshold, parse_unsure, threshold_rule
 
 # 1000 ham at 0.000, 0.001, ..., 0.999 and four spam: the answers below follow by counting.
 HAM = np.round(np.arange(1000) / 1000, 3)
@@ -108,3 +108,23 @@ def test_parse_unsure_errors(text: str, message: str) -> None:
 def test_parse_unsure_accepts_a_valid_band() -> None:
     assert parse_unsure(" 0.3, 0.95") == (0.3, 0.95)
     assert check_unsure(0.0, 1.0, threshold=1.0) == (0.0, 1.0)
+
+
+def test_band_missing_the_fpr_threshold_is_widened_not_fatal() -> None:
+    choice = choose_threshold(LABELS, SCORES, max_fpr=0.002, unsure=(0.3, 0.9))
+    assert choice.unsure == (0.3, choice.threshold) and 0.997 < choice.threshold <= 0.998
+    assert choice.warnings[-1].startswith(f"the threshold {choice.threshold:.6g} chosen for --max-fpr lies outside")
+    with_band_at_one = choose_threshold([0, 1], [1.0, 1.0], max_fpr=0.0, unsure=(0.5, 0.9))
+    assert with_band_at_one.unsure == (0.5, 0.9) and with_band_at_one.threshold > 1.0
+
+
+def test_threshold_rule_checks_options_before_training() -> None:
+    with pytest.raises(ThresholdError, match=r"^the threshold 0.5 lies outside the unsure band 0.6,0.9"):
+        threshold_rule(unsure=(0.6, 0.9))  # the default threshold is known before training
+    with pytest.raises(ThresholdError, match=r"^give --max-fpr or --threshold, not both$"):
+        threshold_rule(max_fpr=0.1, threshold=0.5)
+    logged: list[str] = []
+    rule = threshold_rule(max_fpr=0.002, unsure=(0.6, 0.999), log=logged.append)
+    threshold, record = rule(LABELS, SCORES)
+    assert 0.997 < threshold <= 0.998 and record["unsure"]["low"] == 0.6 and record["fp"] == 2
+    assert logged == [choose_threshold(LABELS, SCORES, max_fpr=0.002, unsure=(0.6, 0.999)).describe()]
