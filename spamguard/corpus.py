@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from spamguard.errors import SpamguardError
+from spamguard.message_text import looks_like_mail, message_text
 from spamguard.paths import data_dir
 
 LABELS = ("ham", "spam")
@@ -69,43 +70,43 @@ def corpus_dir() -> Path:
     return data_dir() / "corpus"
 
 
-def _default_text_function() -> TextFunction:
-    from spamguard.message_text import message_text
-
-    return message_text
-
-
 def _check_label(label: str) -> None:
     if label not in LABELS:
         raise ValueError(f"label must be 'ham' or 'spam', got {label!r}")
 
 
-def message_key(raw: bytes, *, source: str = "-", text_of: TextFunction | None = None) -> str:
+def message_key(raw: bytes, *, source: str = "-", text_of: TextFunction = message_text) -> str:
     """sha256 of the text the model would see; refuses input that gives the model nothing to learn."""
     if not raw.strip():
         raise CorpusError(f"{source}: empty input, nothing to learn")
     if b"\0" in raw[:_BINARY_PROBE]:
         raise CorpusError(f"{source}: binary data, not a message")
-    text = (text_of or _default_text_function())(raw)
+    text = text_of(raw)
     if not text.strip():
         raise CorpusError(f"{source}: no text to learn from (no subject, no text part)")
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def read_message_file(name: str, stdin: BinaryIO | None = None) -> bytes:
-    """A message from a path, or from `stdin` (a binary stream) when the name is `-`."""
+    """A message from a path, or from `stdin` (a binary stream) when the name is `-`. A text that is not a mail
+    loses one trailing line break, as `spamguard check` reads it (`echo TEXT |` adds one), so a learned SMS
+    is the same text that check scores."""
     if name == "-":
         if stdin is None:
             raise CorpusError("-: no standard input to read")
-        return stdin.read(MAX_STORED_BYTES)
-    path = Path(name)
-    if path.is_dir():
-        raise CorpusError(f"{name} is a folder: learn takes message files (spamguard train reads folders)")
-    try:
-        with open(path, "rb") as f:
-            return f.read(MAX_STORED_BYTES)
-    except OSError as exc:
-        raise CorpusError(f"cannot read {name}: {exc.strerror or exc}") from exc
+        data = stdin.read(MAX_STORED_BYTES)
+    else:
+        path = Path(name)
+        if path.is_dir():
+            raise CorpusError(f"{name} is a folder: learn takes message files (spamguard train reads folders)")
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_STORED_BYTES)
+        except OSError as exc:
+            raise CorpusError(f"cannot read {name}: {exc.strerror or exc}") from exc
+    if not looks_like_mail(data):
+        data = data.removesuffix(b"\n").removesuffix(b"\r")
+    return data
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -142,7 +143,7 @@ def learn(
     label: str,
     *,
     source: str = "-",
-    text_of: TextFunction | None = None,
+    text_of: TextFunction = message_text,
     root: Path | None = None,
 ) -> Learned:
     """Store `raw` as `label`. A message already stored under the other label is moved (the newest correction
@@ -157,7 +158,7 @@ def learn_files(
     label: str,
     *,
     stdin: BinaryIO | None = None,
-    text_of: TextFunction | None = None,
+    text_of: TextFunction = message_text,
     root: Path | None = None,
 ) -> list[Learned]:
     """All or nothing: every input is read and checked before the first one is stored, so a typo in the third
@@ -165,7 +166,6 @@ def learn_files(
     _check_label(label)
     if names.count("-") > 1:
         raise CorpusError("standard input (-) can be read only once")
-    text_of = text_of or _default_text_function()
     inputs = [(name, read_message_file(name, stdin)) for name in names]
     keys = [message_key(raw, source=name, text_of=text_of) for name, raw in inputs]
     return [_store(raw, key, label, name, root or corpus_dir()) for (name, raw), key in zip(inputs, keys, strict=True)]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import TYPE_CHECKING
 
+from spamguard.message_text import looks_like_mail, message_text
+
 if TYPE_CHECKING:
     import tiktoken
 
@@ -174,8 +176,6 @@ def has_subject_line(message: str | bytes | Message) -> bool:
     import email
     import email.header
 
-    from spamguard.message_text import looks_like_mail
-
     if isinstance(message, Message):
         subject = message.get("subject")
     else:
@@ -197,14 +197,12 @@ def explain_message(
     message: str | bytes | Message,
     score_batch: ScoreBatch,
     *,
-    text_of: TextFunction | None = None,
+    text_of: TextFunction = message_text,
     visible: Callable[[str], int] | None = None,
     max_parts: int = MAX_PARTS,
 ) -> Explanation:
     """Explain a raw message: its text by `text_of` (the runtime's message_text by default), parts split as
     that text is shaped, scored by `score_batch` on texts. `visible(text)` gives the characters the model reads."""
-    if text_of is None:
-        from spamguard.message_text import message_text as text_of
     text = text_of(message)
     return explain_text(
         text,

@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from spamguard.corpus import CorpusEntry, corpus_dir, entries
+from spamguard.message_text import message_text
 from spamguard.training.data import HAM, SPAM, Example, Splits, split
 from spamguard.training.errors import DataError
 
@@ -85,13 +86,6 @@ class SourceReport:
             )
             text += f" ({reasons})"
         return text
-
-
-def default_text_function() -> TextFunction:
-    """The runtime's message-text function, imported late so this module stays usable while it is optional."""
-    from spamguard.message_text import message_text
-
-    return message_text
 
 
 def is_maildir(path: Path) -> bool:
@@ -297,7 +291,7 @@ def read_mail_source(
     path: Path,
     label: int,
     *,
-    text_of: TextFunction | None = None,
+    text_of: TextFunction = message_text,
     seen: SeenTexts | None = None,
     progress: bool = False,
     max_bytes: int = MAX_MESSAGE_BYTES,
@@ -308,7 +302,7 @@ def read_mail_source(
         raise ValueError(f"label must be HAM or SPAM, got {label!r}")
     kind, messages = iter_raw_messages(path, max_bytes)
     report = SourceReport(str(path), kind, label)
-    examples = _collect(messages, report, text_of or default_text_function(), seen or SeenTexts(), progress)
+    examples = _collect(messages, report, text_of, seen or SeenTexts(), progress)
     return examples, report
 
 
@@ -324,13 +318,12 @@ def _corpus_messages(stored: Sequence[CorpusEntry], max_bytes: int) -> Iterator[
 
 def read_corpus(
     *,
-    text_of: TextFunction | None = None,
+    text_of: TextFunction = message_text,
     seen: SeenTexts | None = None,
     root: Path | None = None,
     max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> tuple[list[Example], list[SourceReport]]:
     """The feedback corpus of `spamguard learn` (ham, then spam) as examples, one report per label."""
-    text_of = text_of or default_text_function()
     seen = seen if seen is not None else SeenTexts()
     root = root or corpus_dir()
     stored = entries(root)
@@ -348,14 +341,13 @@ def read_mail_sources(
     sources: Sequence[tuple[Path, int]],
     *,
     corpus: bool = False,
-    text_of: TextFunction | None = None,
+    text_of: TextFunction = message_text,
     progress: bool = False,
     max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> tuple[list[Example], list[SourceReport]]:
     """Examples of several `(path, label)` sources, deduplicated across all of them, and one report each.
     When the same text appears with both labels the first source wins, so the feedback corpus (`corpus=True`)
     is read first: the user's corrections override a mis-sorted folder."""
-    text_of = text_of or default_text_function()
     seen = SeenTexts()
     examples: list[Example] = []
     reports: list[SourceReport] = []

@@ -5,16 +5,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from own_mail_helpers import make_message, text_function
+from own_mail_helpers import make_message
 
 from spamguard import corpus
 from spamguard.cli import main
 from spamguard.corpus import CorpusError, entries, learn, learn_files, stats
+from spamguard.message_text import message_text
 from spamguard.paths import data_dir
 from spamguard.training.data import HAM, SPAM
 from spamguard.training.mail_sources import format_reports, read_mail_sources
 
-TEXT = text_function()
+TEXT = message_text
 OFFER = make_message("Cheap meds", "Buy now, limited offer.")
 RELAYED = b"Received: from relay.example.net by mx.example.org; Mon, 2 Sep 2002 10:00:01 +0000\n" + OFFER
 
@@ -71,6 +72,14 @@ def test_learn_files_is_all_or_nothing(tmp_path: Path) -> None:
     assert stats() == {"ham": 0, "spam": 0}
 
 
+def test_a_learned_sms_is_the_text_check_scores(tmp_path: Path) -> None:
+    sms = _write(tmp_path / "sms.txt", b"WIN a FREE cruise\n")
+    mail = _write(tmp_path / "mail.eml", OFFER + b"\n")
+    learned = learn_files([sms, mail], "spam", text_of=TEXT)
+    assert learned[0].path.read_bytes() == b"WIN a FREE cruise"
+    assert learned[1].path.read_bytes() == OFFER + b"\n"  # mail is stored as it came
+
+
 def test_corpus_feeds_training_and_its_corrections_win(tmp_path: Path) -> None:
     learn(OFFER, "ham", text_of=TEXT)  # the user says: this one is ham
     learn(b"WIN a FREE cruise, txt STOP to 80082", "spam", text_of=TEXT)  # an SMS is a valid correction too
@@ -89,12 +98,11 @@ def test_corpus_feeds_training_and_its_corrections_win(tmp_path: Path) -> None:
     assert format_reports(reports).splitlines()[0].startswith(f"ham {corpus.corpus_dir() / 'ham'} (corpus): read 1")
 
 
-# --- the command: needs the runtime's message_text ------------------------------------------------------------
+# --- the command ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def runner() -> CliRunner:
-    pytest.importorskip("spamguard.message_text")
     return CliRunner()
 
 

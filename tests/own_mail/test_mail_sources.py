@@ -5,8 +5,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from own_mail_helpers import make_message, text_function
+from own_mail_helpers import make_message
 
+from spamguard.message_text import message_text
 from spamguard.training.data import HAM, SPAM, Example, Splits
 from spamguard.training.errors import DataError
 from spamguard.training.mail_sources import (
@@ -24,7 +25,7 @@ from spamguard.training.mail_sources import (
 
 from conftest import MAIL_DIR
 
-TEXT = text_function()
+TEXT = message_text
 
 
 def _write(path: Path, data: bytes) -> Path:
