@@ -23,6 +23,8 @@ from spamguard.message_text import looks_like_mail, message_text
 if TYPE_CHECKING:
     import tiktoken
 
+    from spamguard.classifier import Classifier
+
 ScoreBatch = Callable[[list[str]], Sequence[float]]
 TextFunction = Callable[[str | bytes | Message], str]
 
@@ -210,4 +212,23 @@ def explain_message(
         has_subject=has_subject_line(message),
         visible=visible(text) if visible else None,
         max_parts=max_parts,
+    )
+
+
+def explain_with_classifier(
+    message: str | bytes | Message, classifier: Classifier, *, max_parts: int = MAX_PARTS
+) -> Explanation:
+    """What `spamguard check --explain` runs: the parts scored by the classifier's own exported model, on the
+    text as the model reads it. Texts go straight to tokens, not through `score_batch`, because extracting an
+    already extracted text can change it (a subject such as "From: the desk of ..." reads as a mail header)."""
+    from spamguard.tokenizer import encode, load_encoding
+
+    bundle = classifier.bundle
+    encoding = load_encoding(bundle.encoder_json, bundle.vocab_bpe)
+
+    def score(texts: list[str]) -> list[float]:
+        return classifier.score_tokens([encode(encoding, t, bundle.max_tokens) for t in texts])
+
+    return explain_message(
+        message, score, visible=lambda text: visible_chars(encoding, text, bundle.max_tokens), max_parts=max_parts
     )

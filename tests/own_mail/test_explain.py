@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -185,14 +186,19 @@ def _trained_tiny_onnx(out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def onnx_scorer(tmp_path_factory: pytest.TempPathFactory):
+def trigger_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _trained_tiny_onnx(tmp_path_factory.mktemp("explain") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def onnx_scorer(trigger_onnx: Path) -> Callable[[list[str]], list[float]]:
+    """The exported model behind a plain scoring function: tokens, one padded batch, softmax."""
     import onnxruntime as ort
 
     from spamguard.tokenizer import encode, load_encoding
     from spamguard.training.export import pad_batch
 
-    path = _trained_tiny_onnx(tmp_path_factory.mktemp("explain") / "model.onnx")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(trigger_onnx), providers=["CPUExecutionProvider"])
     encoding = load_encoding(BPE_DIR / "encoder.json", BPE_DIR / "vocab.bpe")
 
     def score(texts: list[str]) -> list[float]:
@@ -204,7 +210,7 @@ def onnx_scorer(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.slow
-def test_real_onnx_model_explanation_finds_the_trigger_line(onnx_scorer) -> None:
+def test_real_onnx_model_explanation_finds_the_trigger_line(onnx_scorer: Callable[[list[str]], list[float]]) -> None:
     body = f"Are you coming home tonight?\nI will call you later.\n{TRIGGER}\nOk see you at the station."
     mail = make_message("Tonight", body)
     explanation = explain_message(mail, onnx_scorer)
@@ -213,3 +219,26 @@ def test_real_onnx_model_explanation_finds_the_trigger_line(onnx_scorer) -> None
     top = explanation.effects[0]
     assert (top.part.kind, top.part.text) == ("line", TRIGGER)
     assert top.delta > 0.8 and all(e.delta < 0.5 * top.delta for e in explanation.effects[1:])
+
+
+@pytest.mark.slow
+def test_classifier_explanation_agrees_with_its_verdict(trigger_onnx: Path, tmp_path: Path) -> None:
+    from spamguard.bundle import write_bundle
+    from spamguard.classifier import Classifier
+    from spamguard.explain import explain_with_classifier
+
+    bundle = write_bundle(
+        tmp_path / "trigger",
+        models={"fp32": trigger_onnx},
+        encoder_json=BPE_DIR / "encoder.json",
+        vocab_bpe=BPE_DIR / "vocab.bpe",
+        manifest={"name": "trigger", "threshold": 0.5, "max_tokens": 120},
+    )
+    clf = Classifier.load(bundle.path, precision="fp32")
+    body = f"Are you coming home tonight?\n{TRIGGER}\nOk see you at the station."
+    # A subject that reads as a header field: extracting the extracted text again would lose it.
+    mail = make_message("From: the desk of your manager", body)
+    explanation = explain_with_classifier(mail, clf)
+    assert explanation.score == pytest.approx(clf.score(mail), abs=1e-6)  # the verdict's own score
+    assert explanation.effects[0].part.text == TRIGGER and explanation.score > 0.9
+    assert any(e.part.kind == "subject" for e in explanation.effects)
