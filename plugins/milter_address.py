@@ -39,4 +39,4 @@ def parse_listen(spec: str) -> ListenAddress:
             host, port_text = postfix.groups()
         if port_text and int(port_text) <= 65535:
             return ListenAddress("inet", host=(host or "127.0.0.1").strip("[]"), port=int(port_text))
-    raise SpamguardError(f"cannot listen on {spec!r}: use inet:HOST:PORT, inet:PORT@HOST or unix:/absolute/path")
+    raise SpamguardError(f"bad milter address {spec!r}: use inet:HOST:PORT, inet:PORT@HOST or unix:/absolute/path")

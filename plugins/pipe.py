@@ -5,11 +5,20 @@ A filter in a delivery chain must never lose mail. Whatever goes wrong (no model
 running out of memory while scoring, a bug), the original bytes come out unchanged with exit 0 and one line on
 stderr says why (procmail writes it to its LOGFILE, maildrop to its log); there is deliberately no error
 header, so "unchanged" means byte-for-byte. With `fail_closed` the filter writes nothing and exits 75
-(EX_TEMPFAIL) instead, so the MTA keeps the message queued and retries later."""
+(EX_TEMPFAIL) instead, so the MTA keeps the message queued and retries later.
+
+"Whatever goes wrong" includes what Python cannot catch: a native library that calls exit() or crashes, the
+kernel's OOM killer, a call stuck in C. So the scoring runs in a forked child; the parent only holds the message
+bytes, waits for the child's answer with a deadline, and writes either the filtered or the original message.
+The child is the big process, so it is the one the OOM killer picks, and a timeout simply kills it."""
 
 from __future__ import annotations
 
-import threading
+import json
+import os
+import select
+import signal
+import time
 from dataclasses import dataclass
 
 from spamguard.plugins import spamguard_version
@@ -31,6 +40,7 @@ class PipeSettings:
     fail_closed: bool = False
     threads: int | None = None
     connect: str | None = None  # a running milter's address: score there instead of loading the model here
+    max_memory: int | None = None  # address-space limit (bytes) of the scoring child: fail fast, not swap
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,6 @@ class PipeResult:
     exit_code: int
     output: bytes | None  # what to write on stdout; None when failing closed
     error: str | None = None  # one line for stderr, when something went wrong
-    abandoned: bool = False  # a scoring thread is still running (timeout): the process must exit without joining
 
 
 def fields_from_model(message: bytes, settings: PipeSettings) -> list[Field]:
@@ -72,11 +81,9 @@ def fields_from_milter(message: bytes, settings: PipeSettings) -> list[Field]:
     return fields
 
 
-def filter_message(raw: bytes, settings: PipeSettings) -> bytes:
-    """Score the message (its first `max_size` bytes) and return it with the headers. Raises on any failure."""
-    scored = raw[: settings.max_size]
-    fields = fields_from_milter(scored, settings) if settings.connect else fields_from_model(scored, settings)
-    return add_headers(raw, fields)
+def score_fields(message: bytes, settings: PipeSettings) -> list[Field]:
+    """The headers for a message (already cut to `max_size`). Raises on any failure."""
+    return fields_from_milter(message, settings) if settings.connect else fields_from_model(message, settings)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -90,28 +97,84 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def failure(raw: bytes, reason: str, settings: PipeSettings, *, abandoned: bool = False) -> PipeResult:
+def failure(raw: bytes, reason: str, settings: PipeSettings) -> PipeResult:
     if settings.fail_closed:
-        return PipeResult(EX_TEMPFAIL, None, f"{reason}; exit {EX_TEMPFAIL} (tempfail) so the MTA retries", abandoned)
-    return PipeResult(EX_OK, raw, f"{reason}; message passed through unchanged", abandoned)
+        return PipeResult(EX_TEMPFAIL, None, f"{reason}; exit {EX_TEMPFAIL} (tempfail) so the MTA retries")
+    return PipeResult(EX_OK, raw, f"{reason}; message passed through unchanged")
+
+
+class ScoringFailed(Exception):
+    """The scoring child gave no verdict; the text says why, for the log line."""
+
+
+def _child(message: bytes, settings: PipeSettings, answer: int) -> None:
+    """Runs in the forked child and never returns. Its stdout is the parent's stdout, the message stream: point
+    it at stderr, so nothing a library prints can end up inside the mail."""
+    os.dup2(2, 1)
+    try:
+        if settings.max_memory:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (settings.max_memory, settings.max_memory))
+        reply = b"ok\n" + json.dumps(score_fields(message, settings)).encode()
+    except BaseException as exc:  # MemoryError, KeyboardInterrupt, anything: the parent decides
+        try:
+            reply = b"error\n" + describe_error(exc).encode("utf-8", "replace")
+        except BaseException:
+            reply = b"error\n" + type(exc).__name__.encode()
+    try:
+        view = memoryview(reply)
+        while view:
+            view = view[os.write(answer, view) :]
+    finally:
+        os._exit(0)
+
+
+def _died(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        return f"the scorer was killed by signal {number} ({signal.Signals(number).name})"
+    return f"the scorer exited with status {os.waitstatus_to_exitcode(status)} without a verdict"
+
+
+def score_in_child(message: bytes, settings: PipeSettings) -> list[Field]:
+    """`score_fields` in a forked child, within `settings.timeout` seconds; ScoringFailed on anything else."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _child(message, settings, write_end)
+    os.close(write_end)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + settings.timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([read_end], [], [], remaining)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise ScoringFailed(f"timed out after {settings.timeout:g} s")
+            chunk = os.read(read_end, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    kind, _, body = b"".join(chunks).partition(b"\n")
+    if kind == b"ok":
+        return [(str(name), str(value)) for name, value in json.loads(body)]
+    if kind == b"error":
+        raise ScoringFailed(body.decode("utf-8", "replace"))
+    raise ScoringFailed(_died(status))
 
 
 def run_filter(raw: bytes, settings: PipeSettings) -> PipeResult:
-    """Filter with a deadline. The work runs in a daemon thread because a stuck native call (onnxruntime, a
-    huge allocation) cannot be interrupted; on timeout the caller writes the result and ends the process."""
-    outcome: dict[str, object] = {}
-
-    def work() -> None:
-        try:
-            outcome["output"] = filter_message(raw, settings)
-        except BaseException as exc:  # MemoryError, KeyboardInterrupt in the worker: all mean "not scored"
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=work, name="spamguard-pipe", daemon=True)
-    worker.start()
-    worker.join(settings.timeout)
-    if worker.is_alive():
-        return failure(raw, f"timed out after {settings.timeout:g} s", settings, abandoned=True)
-    if "error" in outcome:
-        return failure(raw, describe_error(outcome["error"]), settings)  # type: ignore[arg-type]
-    return PipeResult(EX_OK, outcome["output"])  # type: ignore[arg-type]
+    """The whole filter: the message with our headers, or the failure policy's answer."""
+    try:
+        fields = score_in_child(raw[: settings.max_size], settings)
+    except ScoringFailed as exc:
+        return failure(raw, str(exc), settings)
+    except OSError as exc:  # no fork, no pipe: the machine is out of processes or descriptors
+        return failure(raw, f"cannot start the scorer: {exc.strerror or exc}", settings)
+    return PipeResult(EX_OK, add_headers(raw, fields))

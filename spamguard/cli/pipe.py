@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import ClassVar
 
@@ -44,14 +43,14 @@ class PassThroughOnUsageError(click.Command):
         except click.UsageError as exc:
             fail_closed = "--fail-closed" in args
             action = f"exit {EX_TEMPFAIL} (tempfail)" if fail_closed else "message passed through unchanged"
-            click.echo(f"spamguard pipe: {exc.format_message()}; {action}", err=True)
+            click.echo(f"spamguard pipe: {exc.format_message().rstrip('.')}; {action}", err=True)
             if not fail_closed:
-                _write(click.get_binary_stream("stdin").read())
+                _write(sys.stdin.buffer.read())
             ctx.exit(EX_TEMPFAIL if fail_closed else EX_OK)
 
 
 def _write(data: bytes) -> None:
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     out.write(data)
     out.flush()
 
@@ -82,6 +81,11 @@ def _write(data: bytes) -> None:
 )
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads (default: one per core).")
 @click.option(
+    "--max-memory",
+    type=ByteSize(),
+    help="Address-space limit of the scoring process (e.g. 2G): past it, scoring fails and the message passes.",
+)
+@click.option(
     "--connect",
     metavar="ADDRESS",
     help="Score in a running 'spamguard milter' (inet:HOST:PORT or unix:/path) instead of loading the model "
@@ -95,19 +99,27 @@ def pipe(
     timeout: float,
     fail_closed: bool,
     threads: int | None,
+    max_memory: int | None,
     connect: str | None,
 ) -> None:
     """Read one message on stdin, write it to stdout with X-Spam-Flag, X-Spam-Status and X-Spamguard headers.
 
     Exit 0 always, unless --fail-closed and scoring failed (then 75)."""
-    raw = click.get_binary_stream("stdin").read()
-    settings = PipeSettings(model, precision, threshold, max_size, timeout, fail_closed, threads, connect)
+    raw = sys.stdin.buffer.read()
+    settings = PipeSettings(
+        model=model,
+        precision=precision,
+        threshold=threshold,
+        max_size=max_size,
+        timeout=timeout,
+        fail_closed=fail_closed,
+        threads=threads,
+        connect=connect,
+        max_memory=max_memory,
+    )
     result = run_filter(raw, settings)
     if result.error:
         click.echo(f"spamguard pipe: {result.error}", err=True)
     if result.output is not None:
         _write(result.output)
-    if result.abandoned:
-        sys.stderr.flush()
-        os._exit(result.exit_code)  # the scoring thread is stuck in native code: do not wait for it
     sys.exit(result.exit_code)
