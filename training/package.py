@@ -188,6 +188,9 @@ def package(
     }
     if exported.threshold_choice is not None:
         full["threshold_choice"] = exported.threshold_choice
+        band = exported.threshold_choice.get("unsure")
+        if band:  # a rule that also chose an unsure band (spamguard.thresholds) records it as {low, high, ...}
+            full["unsure"] = [band["low"], band["high"]]
     return write_bundle(
         out, models=models, encoder_json=encoder_json, vocab_bpe=vocab_bpe, manifest=full, extra_files=extra_files
     )

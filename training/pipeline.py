@@ -55,7 +55,7 @@ from spamguard.training.recipe import (
 )
 from spamguard.training.weights import BaseModel, build_model, fetch, is_known_name, locate
 
-DEFAULT_MAX_TOKENS = 256
+DEFAULT_MAX_TOKENS = 256  # as `spamguard train --max-tokens` (why 256: see spamguard/cli/train.py)
 CURVES_FILE = "training_curves.png"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -314,7 +314,8 @@ def run(
         curves = plot_curves(
             result.history,
             work / CURVES_FILE,
-            title=f"{output.name}: {job.base}, {job.weights} weights, trainable {recipe.trainable}",
+            title=f"{output.name}: {located.name if located else job.base}, {job.weights} weights, "
+            f"trainable {recipe.trainable}",
             best_epoch=result.best_epoch,
         )
         checkpoint = _write_checkpoint(model, work / CHECKPOINT_FILE, job, result, output.name)

@@ -15,7 +15,10 @@ DEFAULT_MAX_TOKENS = 256
 
 
 class TrainableType(click.ParamType):
-    name = "last-block|last-layer|all|N"
+    name = "trainable"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[last-block|last-layer|all|N]"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
@@ -53,6 +56,13 @@ class TrainableType(click.ParamType):
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option(
+    "--lr",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=5e-5,
+    show_default=True,
+    help="AdamW learning rate (weight decay 0.1).",
+)
+@click.option(
     "--max-tokens",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_TOKENS,
@@ -87,6 +97,7 @@ def train(
     trainable: str,
     epochs: int,
     batch_size: int,
+    lr: float,
     max_tokens: int,
     seed: int,
     precision: str,
@@ -109,6 +120,8 @@ def train(
         name=name,
         install=install,
         threads=threads,
-        recipe=TrainSettings(trainable=trainable, epochs=epochs, batch_size=batch_size, seed=seed, precision=precision),
+        recipe=TrainSettings(
+            trainable=trainable, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
+        ),
     )
     run(job, log=click.echo)

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spamguard.bundle import load_bundle
 from spamguard.errors import BundleError, TokenizerError
 from spamguard.paths import models_dir
-from spamguard.training.package import fixed_threshold, parity_batch
+from spamguard.training.package import Exported, fixed_threshold, package, parity_batch
 from spamguard.training.pipeline import Job, plan_output, tokenizer_files
 from spamguard.training.weights import BaseModel
 
@@ -82,3 +83,29 @@ def test_parity_batch_spans_the_lengths() -> None:
 
 def test_fixed_threshold_rule() -> None:
     assert fixed_threshold(0.7)(np.array([0, 1]), np.array([0.1, 0.9])) == (0.7, None)
+
+
+def test_package_records_the_chosen_threshold_and_band(tmp_path: Path) -> None:
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"stand-in: write_bundle copies and hashes, the runtime tests load real models")
+    exported = Exported(
+        fp32=onnx_file,
+        int8=None,
+        threshold=0.31,
+        threshold_choice={"method": "max_fpr", "unsure": {"low": 0.2, "high": 0.8}},
+        parity=3e-7,
+        parity_lengths=[1, 40],
+        agreement=0.98,
+        metrics={"int8_agreement": 0.98},
+    )
+    bundle = package(
+        tmp_path / "b",
+        exported,
+        encoder_json=BPE_DIR / "encoder.json",
+        vocab_bpe=BPE_DIR / "vocab.bpe",
+        manifest={"name": "b", "max_tokens": 64},
+    )
+    m = load_bundle(bundle.path).manifest
+    assert (m["threshold"], m["unsure"], m["threshold_choice"]["method"]) == (0.31, [0.2, 0.8], "max_fpr")
+    assert m["models"] == {"fp32": "model.onnx"} and m["export"]["int8_included"] is False
+    assert m["export"]["parity_max_abs_logit_diff"] == 3e-7
