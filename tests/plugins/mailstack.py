@@ -4,15 +4,20 @@ processes, and procmail runs. Nothing global is started or changed."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,3 +228,38 @@ def mail_stack() -> Iterator[MailStack]:
         sink.terminate()
         sink.wait(10)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def tagged(raw: bytes, tag: str) -> bytes:
+    """The message with an `X-Test-Id` header first, to find it again at the sink."""
+    return f"X-Test-Id: {tag}\n".encode() + raw
+
+
+def delivered_by_tag(stack: MailStack) -> dict[str, list[email.message.Message]]:
+    found: dict[str, list[email.message.Message]] = {}
+    for path in stack.delivered():
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
+        found.setdefault(str(message["X-Test-Id"]), []).append(message)
+    return found
+
+
+def send_concurrently(
+    port: int, messages: list[bytes], clients: int, sender: str = "sender@example.test", to: str = "rcpt@example.net"
+) -> tuple[float, list[float]]:
+    """Send every message over `clients` concurrent SMTP sessions: the wall time of the whole run and the time
+    of each transaction (MAIL FROM to the reply after the data)."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client(share: list[bytes]) -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=120) as smtp:
+            for raw in share:
+                start = time.perf_counter()
+                smtp.sendmail(sender, [to], raw)
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, [messages[i::clients] for i in range(clients)]))
+    return time.perf_counter() - start, latencies

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
 import signal
 import smtplib
@@ -16,11 +17,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from mailstack import MailStack, mail_stack, running_milter, wait_for
+from mailstack import MailStack, delivered_by_tag, mail_stack, running_milter, send_concurrently, tagged, wait_for
 
 from conftest import MAIL_DIR
 
@@ -37,21 +37,9 @@ def stack() -> Iterator[MailStack]:
         yield running
 
 
-def tagged(raw: bytes, tag: str) -> bytes:
-    return f"X-Test-Id: {tag}\n".encode() + raw
-
-
 def send(port: int, raw: bytes) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
         smtp.sendmail(SENDER, [RECIPIENT], raw)
-
-
-def delivered_by_tag(stack: MailStack) -> dict[str, list[email.message.Message]]:
-    found: dict[str, list[email.message.Message]] = {}
-    for path in stack.delivered():
-        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
-        found.setdefault(str(message["X-Test-Id"]), []).append(message)
-    return found
 
 
 def wait_delivered(stack: MailStack, count: int, timeout: float = 60) -> dict[str, list[email.message.Message]]:
@@ -126,8 +114,6 @@ def _kill_during_data(stack: MailStack, port: int, milter_pid: int, raw: bytes) 
     """Open the SMTP transaction (Postfix connects to the milter and negotiates), freeze the milter, send the
     data (Postfix waits for the milter's end-of-message reply), then kill the milter: Postfix sees the
     connection die in the middle of the message."""
-    import os
-
     with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
         smtp.ehlo()
         smtp.mail(SENDER)
@@ -165,26 +151,6 @@ def test_killed_milter_leaves_postfix_to_its_default_action(
     assert "milter" in stack.log() and "inet:127.0.0.1" in stack.log()
 
 
-def _blast(port: int, messages: list[bytes], clients: int) -> tuple[float, list[float]]:
-    """Send every message over `clients` concurrent SMTP sessions; the time of each transaction (MAIL to the
-    reply after DATA) and the wall time of the whole run."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def client(share: list[bytes]) -> None:
-        with smtplib.SMTP("127.0.0.1", port, timeout=120) as smtp:
-            for raw in share:
-                start = time.perf_counter()
-                smtp.sendmail(SENDER, [RECIPIENT], raw)
-                with lock:
-                    latencies.append(time.perf_counter() - start)
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, [messages[i::clients] for i in range(clients)]))
-    return time.perf_counter() - start, latencies
-
-
 def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
 
@@ -195,8 +161,8 @@ def test_load_none_lost_none_duplicated(stack: MailStack, tiny_bundle: Path, tmp
     filtered = [tagged(path.read_bytes(), f"milter-{i}") for i, path in enumerate(files)]
     stack.clear_sink()
     with running_milter(tiny_bundle, port=stack.milter_port, log=tmp_path / "m.log") as milter:
-        plain_wall, plain_lat = _blast(stack.port_plain, plain, clients=8)
-        milter_wall, milter_lat = _blast(stack.port_milter, filtered, clients=8)
+        plain_wall, plain_lat = send_concurrently(stack.port_plain, plain, clients=8)
+        milter_wall, milter_lat = send_concurrently(stack.port_milter, filtered, clients=8)
         arrived = wait_delivered(stack, 2 * len(files), timeout=180)
         scored_ms = [float(line.split("ms=")[1].split()[0]) for line in milter.lines()]
         assert milter.alive()
