@@ -13,6 +13,7 @@ import re
 import signal
 import smtplib
 import statistics
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -20,7 +21,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mailstack import MailStack, delivered_by_tag, mail_stack, running_milter, send_concurrently, tagged, wait_for
+from mailstack import (
+    SPAMGUARD,
+    MailStack,
+    delivered_by_tag,
+    mail_stack,
+    running_milter,
+    send_concurrently,
+    tagged,
+    wait_for,
+)
 
 from conftest import MAIL_DIR
 
@@ -29,6 +39,7 @@ pytestmark = pytest.mark.integration
 SENDER = "sender@example.test"
 RECIPIENT = "rcpt@example.net"
 SAMPLE = sorted(MAIL_DIR.glob("*/*"))[::100]  # 15 real mails, ham and spam
+CONTENT_FILTER = Path(__file__).resolve().parents[2] / "docs" / "postfix-content-filter.sh"
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +191,23 @@ def test_load_none_lost_none_duplicated(stack: MailStack, tiny_bundle: Path, tmp
         f"  added latency p95 {(_p95(milter_lat) - _p95(plain_lat)) * 1000:.0f} ms;"
         f" milter's own end-of-message to verdict p95 {_p95(scored_ms):.1f} ms"
     )
+
+
+def test_content_filter_script_filters_and_reinjects(stack: MailStack, tiny_bundle: Path, tmp_path: Path) -> None:
+    """The README's after-queue recipe: the script pipe(8) runs, here started directly (pipe(8) would run it as
+    an unprivileged user, and this machine's Python lives where such a user cannot reach), reinjecting into
+    this Postfix with the real sendmail(1)."""
+    stack.clear_sink()
+    env = {"SENDMAIL": f"/usr/sbin/sendmail -C {stack.root / 'pf' / 'etc'}", "PATH": "/usr/sbin:/usr/bin:/bin"}
+    command = [str(CONTENT_FILTER), "-f", SENDER, "--", RECIPIENT]
+    with running_milter(tiny_bundle, port=stack.milter_port, log=tmp_path / "m.log") as milter:
+        env["SPAMGUARD_PIPE"] = f"{SPAMGUARD} pipe --connect {milter.address} --fail-closed"
+        done = subprocess.run(command, input=tagged(SAMPLE[1].read_bytes(), "filtered"), env=env, timeout=60)
+        assert done.returncode == 0
+        arrived = wait_delivered(stack, 1)
+    assert list(arrived) == ["filtered"] and arrived["filtered"][0]["X-Spamguard"].startswith("label=")
+    # the scorer is gone: fail-closed exits 75 (pipe(8) defers the message) and nothing is reinjected
+    done = subprocess.run(command, input=tagged(SAMPLE[1].read_bytes(), "deferred"), env=env, timeout=60)
+    assert done.returncode == 75
+    time.sleep(1.5)
+    assert list(delivered_by_tag(stack)) == ["filtered"]
