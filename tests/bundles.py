@@ -51,3 +51,40 @@ def make_bundle(
         },
     )
     return out
+
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / ".benchmarks"
+GPT2_124M_SEED = 0
+
+
+def gpt2_124m_model() -> GPT2Classifier:
+    """GPT-2 124M's shape with seeded random weights: speed does not depend on the values, and the same seed
+    gives PyTorch baselines the very model the bundle holds."""
+    from spamguard.training.gpt2 import CONFIGS
+
+    torch.manual_seed(GPT2_124M_SEED)
+    return GPT2Classifier(CONFIGS["gpt2"]).eval()
+
+
+def gpt2_124m_bundle(root: Path = BENCH_DIR, *, max_tokens: int = 256) -> Path:
+    """A GPT-2-124M-shaped fp32 + int8 bundle built once through the product's export path and cached under
+    `.benchmarks/` (gitignored); rebuilt when the export code changes, so benchmarks never time a stale graph."""
+    import hashlib
+
+    export_code = Path(__file__).resolve().parents[1] / "training" / "export.py"
+    stamp = hashlib.sha256(export_code.read_bytes()).hexdigest()[:12]
+    out = root / f"gpt2-124m-random-{max_tokens}-{stamp}"
+    if not (out / "spamguard.json").is_file():
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        make_bundle(
+            out,
+            name="gpt2-124m-random",
+            config=gpt2_124m_model().config,
+            seed=GPT2_124M_SEED,
+            max_tokens=max_tokens,
+            base_model="gpt2 (random weights)",
+        )
+        shutil.rmtree(out.parent / f".{out.name}-work", ignore_errors=True)
+    return out
