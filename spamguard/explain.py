@@ -63,8 +63,12 @@ class Explanation:
     unseen: int  # parts past the model's token budget, not scored
 
     def lines(self, top: int = 5) -> list[str]:
-        """Human-readable lines for `spamguard check --explain`."""
-        shown = [f"{e.delta:+.4f}  {e.part.kind} {e.part.line}: {_excerpt(e.part.text)}" for e in self.effects[:top]]
+        """Human-readable lines for `spamguard check --explain`: the change in P(spam), and in log-odds, which
+        still tells parts apart when a confident model's score barely moves from 0.999."""
+        shown = [
+            f"{e.delta:+.4f} (log-odds {e.delta_logit:+.2f})  {e.part.kind} {e.part.line}: {_excerpt(e.part.text)}"
+            for e in self.effects[:top]
+        ]
         if self.unseen:
             shown.append(f"({self.unseen} parts beyond the model's token budget were not scored)")
         return shown

@@ -63,7 +63,7 @@ def test_spam_line_is_found_first_with_its_exact_delta() -> None:
     subject = next(e for e in explanation.effects if e.part.kind == "subject")
     assert subject.delta < 0 and subject is explanation.effects[-1]  # "meeting" pulls towards ham
     assert len(score.calls) == 1 and len(score.calls[0]) == 1 + len(explanation.effects)  # one batch
-    assert explanation.lines(2)[0] == f"{top.delta:+.4f}  line 5: 'Buy cheap viagra now'"
+    assert explanation.lines(2)[0] == f"{top.delta:+.4f} (log-odds +7.00)  line 5: 'Buy cheap viagra now'"
 
 
 def test_subject_is_a_part_of_its_own() -> None:
