@@ -25,6 +25,7 @@ test:
 
 bench:
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,iqr,ops,rounds
+	$(PY) benchmarks/runtime_startup.py
 
 # spamguard against TF-IDF/logreg, naive Bayes and bogofilter on the same seeded splits (P1, P2, P3).
 bench-accuracy:
