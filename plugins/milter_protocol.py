@@ -46,7 +46,16 @@ SKIP = b"s"
 TEMPFAIL = b"t"
 REPLYCODE = b"y"
 # replies that end the exchange for a command (the others are modifications sent before one of these)
-FINAL_REPLIES = frozenset({ACCEPT, CONTINUE, DISCARD, REJECT, SKIP, TEMPFAIL, REPLYCODE})
+REPLY_NAMES = {
+    ACCEPT: "accept",
+    CONTINUE: "continue",
+    DISCARD: "discard",
+    REJECT: "reject",
+    SKIP: "skip",
+    TEMPFAIL: "tempfail",
+    REPLYCODE: "an SMTP reply",
+}
+FINAL_REPLIES = frozenset(REPLY_NAMES)
 
 # Actions the milter may take (SMFIF_*)
 SMFIF_ADDHDRS = 0x01

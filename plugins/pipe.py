@@ -77,7 +77,8 @@ def fields_from_milter(message: bytes, settings: PipeSettings) -> list[Field]:
         if m.code in (p.INSHEADER, p.ADDHEADER) and m.name.decode("ascii", "replace").lower() in ours
     ]
     if not fields or any("\n" in value or "\r" in value for _, value in fields):
-        raise SpamguardError(f"the milter at {settings.connect} did not score the message (reply {reply.code!r})")
+        answer = p.REPLY_NAMES.get(reply.code, repr(reply.code))
+        raise SpamguardError(f"the milter at {settings.connect} did not score the message (it answered {answer})")
     return fields
 
 

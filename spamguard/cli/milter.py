@@ -65,7 +65,7 @@ def _reply(ctx: click.Context, param: click.Parameter, value: str) -> str:
     type=ByteSize(),
     default=DEFAULT_MAX_SIZE,
     show_default=True,
-    help="Score only the first SIZE bytes of the body.",
+    help="Score only the first SIZE bytes of a larger body (the whole message is delivered).",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Scoring threads.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True, help="Messages per batch.")

@@ -89,7 +89,7 @@ def _write(data: bytes) -> None:
     "--connect",
     metavar="ADDRESS",
     help="Score in a running 'spamguard milter' (inet:HOST:PORT or unix:/path) instead of loading the model "
-    "in this process: much faster per message, as spamc is to spamd.",
+    "in this process: much faster per message, as spamc is to spamd. The milter's model and thresholds apply.",
 )
 def pipe(
     model: str | None,
