@@ -4,6 +4,7 @@ OpenDKIM's miltertest as an independent MTA-side implementation of the protocol.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -17,11 +18,13 @@ import pytest
 from click.testing import CliRunner
 from mailstack import Milter, public_dir, require, running_milter, wait_for
 
+from spamguard import Classifier
 from spamguard.cli import main
 from spamguard.errors import BundleError
 from spamguard.plugins import milter_protocol as p
 from spamguard.plugins.milter_address import parse_listen
 from spamguard.plugins.milter_client import MTA_ACTIONS, MTA_PROTOCOL, MilterClient
+from spamguard.plugins.milter_server import BatchScorer, Overloaded
 from spamguard.registry import resolve
 
 from conftest import MAIL_DIR
@@ -225,3 +228,29 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         )
         in result.output
     )
+
+
+def test_scoring_pool_batches_and_refuses_beyond_its_bound(tiny_bundle: Path) -> None:
+    """The pool with the real tiny model: messages arriving together are scored as one batch with the same
+    verdicts as alone, and past `max_pending` a message is refused at once (the server then applies the
+    failure policy) instead of queueing."""
+    classifier = Classifier.load(tiny_bundle)
+    messages = [path.read_bytes() for path in sorted(MAIL_DIR.glob("*/*"))[:6]]
+    alone = [classifier.classify(message) for message in messages]
+
+    async def together(scorer: BatchScorer) -> list[object]:
+        return await asyncio.gather(*(scorer.classify(m) for m in messages), return_exceptions=True)
+
+    pool = BatchScorer(classifier, max_batch=8, max_pending=8)
+    try:
+        verdicts = asyncio.run(together(pool))
+    finally:
+        pool.close()
+    assert [v.score for v in verdicts] == pytest.approx([v.score for v in alone], abs=1e-5)  # type: ignore[union-attr]
+    small = BatchScorer(classifier, max_pending=2)
+    try:
+        results = asyncio.run(together(small))
+    finally:
+        small.close()
+    assert [type(r).__name__ for r in results] == ["Verdict", "Verdict"] + ["Overloaded"] * 4
+    assert str(results[2]) == "2 messages already waiting for the model" and isinstance(results[2], Overloaded)
