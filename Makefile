@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED_SMS := ../shared/data/sms_spam_collection/SMSSpamCollection
 
-.PHONY: install train test bench bench-accuracy lint format
+.PHONY: install train test bench bench-accuracy bench-training lint format
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench:
 # spamguard against TF-IDF/logreg, naive Bayes and bogofilter on the same seeded splits (P1, P2, P3).
 bench-accuracy:
 	$(PY) benchmarks/run_accuracy.py
+
+# 5 epochs of a GPT-2-124M-shaped model three ways: the book's fixed padding, dynamic padding, + prefix cache.
+bench-training:
+	$(PY) benchmarks/bench_training.py
 
 lint:
 	$(VENV)/bin/ruff check .
