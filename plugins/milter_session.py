@@ -180,8 +180,10 @@ class MilterSession:
         """Replies for a scored message: forged copies removed, our headers at the top, then accept or reject."""
         replies = self._remove_forged()
         if self.actions & p.SMFIF_ADDHDRS:
+            # with SMFIP_HDR_LEADSPC the MTA writes `name:value` as given, so the space is ours to send
+            space = " " if self._agreed(p.SMFIP_HDR_LEADSPC) else ""
             fields = verdict_fields(verdict, spamguard_version())
-            replies += [p.insert_header(index, name, value) for index, (name, value) in enumerate(fields)]
+            replies += [p.insert_header(i, name, space + value) for i, (name, value) in enumerate(fields)]
         # The headers go out with a reject too: the MTA drops them, but a client that only wants the verdict
         # (`spamguard pipe --connect`) reads them from the same answer.
         if self.policy.reject_threshold is not None and verdict.score >= self.policy.reject_threshold:

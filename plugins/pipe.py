@@ -71,8 +71,9 @@ def fields_from_milter(message: bytes, settings: PipeSettings) -> list[Field]:
     except OSError as exc:
         raise SpamguardError(f"cannot reach the milter at {settings.connect}: {exc.strerror or exc}") from exc
     ours = {name.lower() for name in OUR_HEADERS}
+    space = b" " if client.protocol & p.SMFIP_HDR_LEADSPC else b""
     fields = [
-        (m.name.decode("ascii"), m.value.decode("ascii"))
+        (m.name.decode("ascii"), m.value.removeprefix(space).decode("ascii"))
         for m in reply.modifications
         if m.code in (p.INSHEADER, p.ADDHEADER) and m.name.decode("ascii", "replace").lower() in ours
     ]

@@ -175,7 +175,7 @@ class MailStack:
     port_milter: int  # smtpd with the milter, milter_default_action = accept
     port_plain: int  # smtpd without milters
     port_tempfail: int  # smtpd with the milter, milter_default_action = tempfail
-    sink: Path  # Maildir the sink writes every relayed message to
+    sink: Path  # the sink writes every relayed message, as received, to sink/new/
 
     def delivered(self) -> list[Path]:
         return sorted((self.sink / "new").glob("*"))
@@ -210,9 +210,9 @@ def mail_stack() -> Iterator[MailStack]:
     (pf / "etc" / "master.cf").write_text(
         MASTER_CF.format(port_milter=stack.port_milter, port_plain=stack.port_plain, port_tempfail=stack.port_tempfail)
     )
-    sink_command = ["-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{sink_port}", "-c", "aiosmtpd.handlers.Mailbox"]
+    sink_command = [sys.executable, str(Path(__file__).with_name("raw_sink.py")), f"127.0.0.1:{sink_port}"]
     with open(root / "sink.log", "w") as err:
-        sink = subprocess.Popen([sys.executable, *sink_command, str(stack.sink)], stdout=subprocess.DEVNULL, stderr=err)
+        sink = subprocess.Popen([*sink_command, str(stack.sink)], stdout=subprocess.DEVNULL, stderr=err)
     etc = str(pf / "etc")
     started = False
     try:

@@ -217,7 +217,11 @@ def test_verdict_removes_forged_copies_last_first_and_inserts_ours_at_the_top() 
         (p.INSHEADER, 1, b"X-Spam-Status"),
         (p.INSHEADER, 2, b"X-Spamguard"),
     ]
-    assert mods[2].value == b"YES"
+    assert mods[2].value == b" YES"  # leading space agreed (SMFIP_HDR_LEADSPC): the MTA writes `name:value`
+    without = _session(protocol=MTA_PROTOCOL & ~p.SMFIP_HDR_LEADSPC)
+    _feed(without)
+    packets = _decoded(without.verdict(FakeVerdict("spam", 0.9)).replies)
+    assert p.decode_modification(packets[2]).value == b"YES"
     assert packets[-1] == p.Packet(p.ACCEPT, b"") and outcome.action == "accept"
 
 

@@ -150,7 +150,7 @@ if mt.getreply(conn) ~= SMFIR_ACCEPT then error("reply " .. mt.getreply(conn)) e
 if not mt.eom_check(conn, MT_HDRDELETE, "X-Spam-Flag") then error("forged X-Spam-Flag not deleted") end
 if not mt.eom_check(conn, MT_HDRINSERT, "X-Spamguard") then error("no X-Spamguard") end
 if not mt.eom_check(conn, MT_HDRINSERT, "X-Spam-Status") then error("no X-Spam-Status") end
-mt.echo("X-Spamguard: " .. mt.getheader(conn, "X-Spamguard", 0))
+mt.echo("X-Spamguard:" .. mt.getheader(conn, "X-Spamguard", 0))  -- the value carries its leading space
 mt.disconnect(conn)
 """
 

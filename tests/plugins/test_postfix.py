@@ -40,6 +40,11 @@ SENDER = "sender@example.test"
 RECIPIENT = "rcpt@example.net"
 SAMPLE = sorted(MAIL_DIR.glob("*/*"))[::100]  # 15 real mails, ham and spam
 CONTENT_FILTER = Path(__file__).resolve().parents[2] / "docs" / "postfix-content-filter.sh"
+OUR_LINES = re.compile(
+    rb"X-Spam-Flag: (YES|NO)\r\nX-Spam-Status: (Yes|No), score=\d\.\d\d required=\d\.\d\d tests=SPAMGUARD "
+    rb"version=\S+\r\nX-Spamguard: label=(spam|ham) score=\d\.\d{4} threshold=\d\.\d{4} model=tiny version=\S+\r\n"
+    rb"Received: from "
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +84,8 @@ def postfix_scores(stack: MailStack, tiny_bundle: Path, tmp_path_factory: pytest
         lines = milter.lines()
     assert sorted(arrived) == sorted(str(i) for i in range(len(SAMPLE)))
     queue_ids = set()
+    for path in stack.delivered():  # as Postfix wrote them: our lines at the top, "Name: value", CRLF
+        assert OUR_LINES.match(path.read_bytes()), path.read_bytes()[:300]
     for tag, copies in arrived.items():
         assert len(copies) == 1, f"message {tag} arrived {len(copies)} times"
         message = copies[0]
