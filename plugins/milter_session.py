@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from spamguard.plugins import milter_protocol as p
 from spamguard.plugins import spamguard_version
 from spamguard.plugins.headers import OUR_HEADERS, VerdictLike, verdict_fields
+from spamguard.plugins.pipe import DEFAULT_MAX_SIZE  # as the pipe and spamc: 500 KB
 
-DEFAULT_MAX_SIZE = 500 * 1024  # as the pipe filter and spamc: larger messages are scored on their first part
 DEFAULT_REJECT_REPLY = "550 5.7.1 Message rejected as spam"
 
 # Steps we do not need (fewer round trips per message), replies we do not send, and the extras we use.

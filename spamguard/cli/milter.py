@@ -67,7 +67,13 @@ def _reply(ctx: click.Context, param: click.Parameter, value: str) -> str:
     show_default=True,
     help="Score only the first SIZE bytes of a larger body (the whole message is delivered).",
 )
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Scoring threads.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Scoring threads, each scoring a batch at a time (with N workers, give each about cores/N --threads).",
+)
 @click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True, help="Messages per batch.")
 @click.option(
     "--max-pending",
