@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import signal
+import socket
 import stat
 import threading
 import time
@@ -138,6 +139,15 @@ def _resolve(future: asyncio.Future[Any], result: Any) -> None:
         future.set_result(result)
 
 
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class MilterServer:
     def __init__(self, scorer: BatchScorer, policy: MilterPolicy, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.scorer = scorer
@@ -223,6 +233,8 @@ class MilterServer:
             if path.exists() or path.is_symlink():
                 if not stat.S_ISSOCK(path.lstat().st_mode):
                     raise SpamguardError(f"cannot listen on {address}: {path} exists and is not a socket")
+                if _answers(path):
+                    raise SpamguardError(f"cannot listen on {address}: another process is listening there")
                 path.unlink()  # a stale socket from a previous run
             server = await asyncio.start_unix_server(self.handle_connection, path=str(path))
             os.chmod(path, socket_mode)

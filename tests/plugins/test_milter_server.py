@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from mailstack import Milter, public_dir, require, running_milter, wait_for
+from mailstack import SPAMGUARD, Milter, public_dir, require, running_milter, wait_for
 
 from spamguard import Classifier
 from spamguard.cli import main
@@ -201,6 +201,17 @@ def test_unix_socket_and_clean_shutdown(tiny_bundle: Path) -> None:
     try:
         with running_milter(tiny_bundle, listen=f"unix:{path}", log=folder / "m.log") as milter:
             assert stat.S_IMODE(path.stat().st_mode) == 0o660
+            assert _served(milter) == p.ACCEPT
+            second = subprocess.run(
+                [SPAMGUARD, "milter", "--model", str(tiny_bundle), "--listen", f"unix:{path}"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert (second.returncode, second.stderr.splitlines()[-1]) == (
+                1,
+                f"Error: cannot listen on unix:{path}: another process is listening there",
+            )
             assert _served(milter) == p.ACCEPT
             milter.process.send_signal(signal.SIGTERM)
             assert milter.process.wait(10) == 0
