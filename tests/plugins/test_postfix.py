@@ -173,7 +173,9 @@ def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
 
 
-def test_load_none_lost_none_duplicated(stack: MailStack, tiny_bundle: Path, tmp_path: Path) -> None:
+def test_load_none_lost_none_duplicated(
+    stack: MailStack, tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     files = sorted(MAIL_DIR.glob("*/*"))[::5]  # 300 real mails
     plain = [tagged(path.read_bytes(), f"plain-{i}") for i, path in enumerate(files)]
     filtered = [tagged(path.read_bytes(), f"milter-{i}") for i, path in enumerate(files)]
@@ -189,15 +191,17 @@ def test_load_none_lost_none_duplicated(stack: MailStack, tiny_bundle: Path, tmp
     for tag, copies in arrived.items():
         assert (copies[0]["X-Spamguard"] is not None) == tag.startswith("milter-"), tag
     assert len(scored_ms) == len(files)
-    print(
-        f"\nload: {len(files)} messages, 8 concurrent SMTP clients, tiny model\n"
-        f"  without milter: {len(files) / plain_wall:.1f} msg/s, p50 {statistics.median(plain_lat) * 1000:.0f} ms,"
-        f" p95 {_p95(plain_lat) * 1000:.0f} ms\n"
-        f"  with milter:    {len(files) / milter_wall:.1f} msg/s, p50 {statistics.median(milter_lat) * 1000:.0f} ms,"
-        f" p95 {_p95(milter_lat) * 1000:.0f} ms\n"
-        f"  added latency p95 {(_p95(milter_lat) - _p95(plain_lat)) * 1000:.0f} ms;"
-        f" milter's own end-of-message to verdict p95 {_p95(scored_ms):.1f} ms"
-    )
+    with capsys.disabled():  # the figures belong in the test run's output, not only on failure
+        print(
+            f"\nload: {len(files)} messages, 8 concurrent SMTP clients, tiny model\n"
+            f"  without milter: {len(files) / plain_wall:.1f} msg/s, p50 {statistics.median(plain_lat) * 1000:.0f} ms,"
+            f" p95 {_p95(plain_lat) * 1000:.0f} ms\n"
+            f"  with milter:    {len(files) / milter_wall:.1f} msg/s,"
+            f" p50 {statistics.median(milter_lat) * 1000:.0f} ms,"
+            f" p95 {_p95(milter_lat) * 1000:.0f} ms\n"
+            f"  added latency p95 {(_p95(milter_lat) - _p95(plain_lat)) * 1000:.0f} ms;"
+            f" milter's own end-of-message to verdict p95 {_p95(scored_ms):.1f} ms"
+        )
 
 
 def test_content_filter_script_filters_and_reinjects(stack: MailStack, tiny_bundle: Path, tmp_path: Path) -> None:
