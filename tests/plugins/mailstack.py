@@ -231,7 +231,10 @@ def mail_stack() -> Iterator[MailStack]:
 
 
 def tagged(raw: bytes, tag: str) -> bytes:
-    """The message with an `X-Test-Id` header first, to find it again at the sink."""
+    """The message as an SMTP client sends it (an mbox `From ` line is no part of it) with an `X-Test-Id`
+    header first, to find it again at the sink."""
+    if raw.startswith(b"From "):
+        raw = raw.split(b"\n", 1)[1]
     return f"X-Test-Id: {tag}\n".encode() + raw
 
 

@@ -222,3 +222,24 @@ def test_content_filter_script_filters_and_reinjects(stack: MailStack, tiny_bund
     assert done.returncode == 75
     time.sleep(1.5)
     assert list(delivered_by_tag(stack)) == ["filtered"]
+
+
+def test_size_cap_skips_the_rest_of_the_body_and_delivers_it_all(
+    stack: MailStack, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """Above --max-size the milter tells Postfix to skip the rest of the body (SMFIR_SKIP): the message is
+    scored on its start and still delivered whole, byte for byte as Postfix delivers it without the milter."""
+    raw = (MAIL_DIR / "spam" / "00341.99b463b92346291f5848137f4a253966").read_bytes()  # 232 KB
+    stack.clear_sink()
+    with running_milter(tiny_bundle, "--max-size", "4K", port=stack.milter_port, log=tmp_path / "m.log") as milter:
+        send(stack.port_milter, tagged(raw, "big"))
+        send(stack.port_plain, tagged(raw, "control"))
+        wait_delivered(stack, 2)
+        line = milter.lines()[0]
+    assert "truncated=yes" in line and int(line.split("size=")[1].split()[0]) < len(raw) // 2  # skipped
+    bodies = {}
+    for path in stack.delivered():
+        head, body = path.read_bytes().split(b"\r\n\r\n", 1)
+        bodies[re.search(rb"X-Test-Id: (\w+)", head).group(1)] = (head, body)  # type: ignore[union-attr]
+    assert b"\r\nX-Spamguard: label=" in b"\r\n" + bodies[b"big"][0]
+    assert bodies[b"big"][1] == bodies[b"control"][1] and len(bodies[b"big"][1]) > 200_000
