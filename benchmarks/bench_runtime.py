@@ -11,6 +11,7 @@ baseline), and, for latency, the previous export (the traced `torch.onnx` graph 
     make bench                                                   # everything under benchmarks/
     .venv/bin/pytest benchmarks/bench_runtime.py --benchmark-only --benchmark-columns=median,iqr,rounds
     SPAMGUARD_BENCH_THREADS=1 ...                                # threads per engine (default 2)
+    ... --benchmark-timer=time.process_time                      # CPU time: steadier on a shared machine
 
 The bundles are built once through the product's export path and cached under `.benchmarks/` (gitignored)."""
 
@@ -101,6 +102,7 @@ def _session_scorer(path: Path) -> Scorer:
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the Classifier does
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def score(token_lists: Sequence[Sequence[int]]) -> list[float]:
