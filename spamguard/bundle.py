@@ -1,8 +1,9 @@
 """The model bundle: the only thing the runtime reads, and the one thing training writes for it.
 
-A bundle is a folder: `spamguard.json` (the manifest), `model.onnx` (+ optional `model.int8.onnx`) and the
-GPT-2 BPE files. The manifest records every file's sha256, so a truncated copy or a swapped model is caught at
-load time instead of producing quietly wrong verdicts."""
+A bundle is a folder: `spamguard.json` (the manifest), `model.onnx` (+ optional `model.int8.onnx`), each
+with its weights in a `.data` side file when the export put them there, and the GPT-2 BPE files. The manifest
+records every file's sha256, so a truncated copy or a swapped model is caught at load time instead of producing
+quietly wrong verdicts."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ ENCODER_FILE = "encoder.json"
 BPE_FILE = "vocab.bpe"
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+DATA_SUFFIX = ".data"  # ONNX external data: a model's weights beside its graph file
 
 
 def sha256_file(path: Path) -> str:
@@ -77,6 +79,11 @@ class Bundle:
             raise BundleError(f"bundle {self.path} has no {precision} model (it has: {', '.join(models)})")
         return self.path / models[precision]
 
+    def model_files(self, precision: str = "auto") -> list[str]:
+        """The files one model is read from: its graph and, when the weights live beside it, their file."""
+        graph = self.model_path(precision).name
+        return [graph, graph + DATA_SUFFIX] if graph + DATA_SUFFIX in self.manifest["files"] else [graph]
+
     def verify(self, names: Iterable[str]) -> None:
         """Check files against the sha256 the manifest recorded for them."""
         files = self.manifest["files"]
@@ -119,6 +126,14 @@ def write_bundle(
         placed: dict[str, Path] = {}
         for precision, src in models.items():
             placed[names[precision]] = src
+            side = Path(src).with_name(Path(src).name + DATA_SUFFIX)
+            if side.is_file():
+                # the graph names its weights file; that name only holds when the model keeps its bundle name
+                if Path(src).name != names[precision]:
+                    raise BundleError(
+                        f"{src} keeps its weights in {side.name}: export it as {names[precision]} to bundle it"
+                    )
+                placed[names[precision] + DATA_SUFFIX] = side
         placed[ENCODER_FILE] = encoder_json
         placed[BPE_FILE] = vocab_bpe
         placed.update(extra_files or {})

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -119,9 +118,9 @@ def _rows_independent(session: Any, precision: str) -> bool:
     return precision == "fp32" or metadata.get(ACTIVATION_QUANTIZATION_KEY) == "per-row"
 
 
-def _verified_encoding(bundle: Bundle, model_path: os.PathLike) -> tiktoken.Encoding:
+def _verified_encoding(bundle: Bundle, precision: str) -> tiktoken.Encoding:
     """Check the files the classifier reads against their sha256, then build the bundle's tokenizer."""
-    bundle.verify([Path(model_path).name, bundle.encoder_json.name, bundle.vocab_bpe.name])
+    bundle.verify([*bundle.model_files(precision), bundle.encoder_json.name, bundle.vocab_bpe.name])
     try:
         return load_encoding(bundle.encoder_json, bundle.vocab_bpe)
     except SpamguardError as exc:
@@ -166,7 +165,7 @@ class Classifier:
         # built while another thread hashes the files and builds the tokenizer. A hash mismatch is reported
         # in preference to whatever onnxruntime made of the same damaged file.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            checked = pool.submit(_verified_encoding, bundle, model_path)
+            checked = pool.submit(_verified_encoding, bundle, precision)
             try:
                 session = _session(ort, model_path, threads, providers)
                 failure = None
