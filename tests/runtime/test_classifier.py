@@ -147,3 +147,12 @@ def test_corrupt_model_file_is_refused(tiny_bundle: Path, tmp_path: Path) -> Non
     with pytest.raises(BundleError, match=r"model\.int8\.onnx does not match its sha256 \(reinstall the model\)"):
         Classifier.load(copy)
     assert Classifier.load(copy, precision="fp32").precision == "fp32"  # the intact model still loads
+
+
+def test_max_tokens_beyond_the_position_table_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["max_tokens"] = 257
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="max_tokens 257 exceeds the model's 256 positions"):
+        Classifier.load(copy)
