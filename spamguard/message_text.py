@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import binascii
 import email
+import email.errors
 import email.header
+import email.utils
 import re
 from email.message import Message
 from html.parser import HTMLParser
@@ -112,14 +114,16 @@ def _part_text(part: Message) -> str:
     data, is_text = _payload_bytes(part)
     if is_text:
         return data.decode("utf-8", errors="replace")
-    return _decode_bytes(data, part.get_param("charset") if _has_params(part) else None)
+    return _decode_bytes(data, _charset(part))
 
 
-def _has_params(part: Message) -> bool:
+def _charset(part: Message) -> str | None:
+    """The declared charset, RFC 2231 form included; a parameter list too broken to read counts as none."""
     try:
-        return part.get_params() is not None
+        value = part.get_param("charset")
     except (ValueError, TypeError, IndexError):
-        return False
+        return None
+    return email.utils.collapse_rfc2231_value(value) if value else None
 
 
 def _header_text(value: object) -> str:
