@@ -115,7 +115,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--bf16", action="store_true", help="add (d) even where bf16 is not native (emulated)")
     parser.add_argument("--only", nargs="+", choices=["book", "dynamic", "cache", "cache+bf16"])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: one per core; 1 suffers less when other processes share the cores)",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data, pad_to = load_split(args.seed, *((None, None) if args.full else (args.train_subset, args.val_subset)))
     settings = TrainSettings(trainable="last-block", epochs=args.epochs, seed=args.seed)
