@@ -10,8 +10,10 @@ procmail starts the filter once per message, and a standalone `spamguard pipe` l
 (about 0.9 s here), so by default these tests deliver a sample chosen to cover the corpus' kinds of message
 (ham, spam, non-UTF-8, the largest, no `From ` line) plus constructed ones (CRLF, forged headers, no final
 newline). `SPAMGUARD_FULL_CORPUS=1` delivers all 1500 corpus messages (and the constructed ones) instead: the
-`--connect` test took 12 minutes here for all of them, the standalone ones take about a second per message
-and per test on a quiet machine."""
+`--connect` test took 12 minutes here, the standalone one 34 (both passed; shared CPU).
+
+    SPAMGUARD_FULL_CORPUS=1 .venv/bin/pytest tests/plugins/test_procmail.py -k "files_every or connect"
+"""
 
 from __future__ import annotations
 
