@@ -71,16 +71,23 @@ class CausalSelfAttention(nn.Module):
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
     def forward_last(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """Attention output at one query position per row (`last`, the last real token): the keys and values
-        still cover every position, but the query, the output projection and everything after it shrink to one
-        position, which is all a classifier reads from the final block."""
+        """Attention output at one query position per row (`last`, the last real token): the query, the output
+        projection and everything after it shrink to that position, which is all a classifier reads from the
+        final block. Keys and values are projected for real positions only, packed: right padding sits after
+        `last`, where the causal mask hides it anyway, and short messages in a long batch pay for no padding
+        (on the SMS data half the positions of a training batch are padding)."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         rows = torch.arange(B, device=x.device)
-        q_last = q[rows, last].unsqueeze(1)  # (B, 1, C)
+        w, b = self.c_attn.weight, self.c_attn.bias  # (3C, C), (3C,): rows are [q | k | v]
+        q_last = F.linear(x[rows, last], w[:C], b[:C]).unsqueeze(1)  # (B, 1, C)
+        real = torch.arange(T, device=x.device)[None, :] <= last[:, None]  # (B, T)
+        kv_real = F.linear(x[real], w[C:], b[C:])  # (real positions, 2C)
+        kv = kv_real.new_zeros(B, T, 2 * C)
+        kv[real] = kv_real  # padded positions stay zero: the mask below hides them
+        k, v = kv.split(C, dim=2)  # 2 x (B, T, C)
         # Additive mask: keys after the query position get -inf (causal); right padding sits after it anyway.
         key_pos = torch.arange(T, device=x.device)
-        mask = torch.where(key_pos[None, :] > last[:, None], float("-inf"), 0.0).to(q.dtype)  # (B, T)
+        mask = torch.where(key_pos[None, :] > last[:, None], float("-inf"), 0.0).to(q_last.dtype)  # (B, T)
         hs = C // self.n_head
         att = (self._heads(q_last) @ self._heads(k).transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, 1, T)
         att = torch.softmax(att + mask[:, None, None, :], dim=-1)
