@@ -19,7 +19,14 @@ import numpy as np
 from spamguard.bundle import Bundle, write_bundle
 from spamguard.metrics import binary_metrics
 from spamguard.training.errors import ExportError
-from spamguard.training.export import check_parity, export_onnx, onnx_logits, pad_batch, quantize_int8
+from spamguard.training.export import (
+    check_parity,
+    export_onnx,
+    model_files,
+    onnx_logits,
+    pad_batch,
+    quantize_int8,
+)
 from spamguard.training.gpt2 import GPT2Classifier
 from spamguard.training.prefix_cache import length_sorted_chunks
 
@@ -68,6 +75,11 @@ def parity_batch(token_lists: Sequence[Sequence[int]], n: int = PARITY_MESSAGES)
     return [list(token_lists[order[i]]) for i in picks]
 
 
+def _megabytes(onnx_file: Path) -> float:
+    """Graph plus its external-data side file, where the export put the weights."""
+    return sum(f.stat().st_size for f in model_files(onnx_file)) / 1e6
+
+
 @contextlib.contextmanager
 def _quiet_root_logger() -> Iterator[None]:
     """onnxruntime's quantizer logs advice ("consider pre-processing") through the root logger on every run;
@@ -114,7 +126,7 @@ def export_and_check(
     lengths = sorted(len(t) for t in batch)
     seconds["export"] = time.perf_counter() - t0
     log(
-        f"export: {fp32.name} ({fp32.stat().st_size / 1e6:.1f} MB); parity with PyTorch on {len(batch)} test "
+        f"export: {fp32.name} ({_megabytes(fp32):.1f} MB); parity with PyTorch on {len(batch)} test "
         f"messages of {lengths[0]}-{lengths[-1]} tokens in one padded batch: max |Δlogit| = {parity:.2e}"
     )
     if not parity <= PARITY_LIMIT:
@@ -134,7 +146,7 @@ def export_and_check(
     agreement = float(np.mean((test32 >= threshold) == (test8 >= threshold)))
     verdict = "meets" if agreement >= AGREEMENT_TARGET else "misses"
     log(
-        f"int8: {int8.stat().st_size / 1e6:.1f} MB; verdicts agree with fp32 on {agreement:.2%} of the "
+        f"int8: {_megabytes(int8):.1f} MB; verdicts agree with fp32 on {agreement:.2%} of the "
         f"{len(test8)} test messages ({verdict} the {AGREEMENT_TARGET:.1%} target)"
     )
     if agreement < AGREEMENT_TARGET:
