@@ -39,11 +39,12 @@ def main() -> int:
     args = parser.parse_args()
 
     from spamguard.classifier import Classifier
+    from spamguard.datasets import HAM, SPAM
     from spamguard.explain import explain_with_classifier
+    from spamguard.mail_sources import format_reports, read_mail_sources
     from spamguard.report import write_evaluation_plots
     from spamguard.thresholds import threshold_rule
-    from spamguard.training.data import HAM, SPAM
-    from spamguard.training.mail_sources import class_weights, format_reports, read_mail_sources, stratified_splits
+    from spamguard.training.imbalance import class_weights, stratified_splits
     from spamguard.training.pipeline import Job, run
     from spamguard.training.recipe import TrainSettings
 

@@ -185,9 +185,20 @@ class Classifier:
             raise BundleError(f"cannot load {model_path}: {message} (reinstall the model)") from failure
         return cls(bundle, session, encoding, precision, threads)
 
+    @property
+    def encoding(self) -> tiktoken.Encoding:
+        """The bundle's tokenizer (for callers that need to know where the token budget ends in a text)."""
+        return self._encoding
+
     def tokens(self, message: MessageLike) -> list[int]:
         """The token ids the model reads for a message: its text, truncated to the bundle's `max_tokens`."""
-        return encode(self._encoding, message_text(message), self.bundle.max_tokens)
+        return self.text_tokens(message_text(message))
+
+    def text_tokens(self, text: str) -> list[int]:
+        """Token ids of a text that already is what the model reads (`message_text`'s output, an `Example` of
+        `spamguard.mail_sources`). Extracting it again could change it: a subject such as "From: the desk of
+        ..." followed by the body's blank line reads as a mail header block."""
+        return encode(self._encoding, text, self.bundle.max_tokens)
 
     def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
         scores = np.empty(len(token_lists), dtype=np.float64)
@@ -205,6 +216,10 @@ class Classifier:
     def score_batch(self, messages: Iterable[MessageLike]) -> list[float]:
         """P(spam) for each message, in order: batched by length, padded only to each batch's longest member."""
         return self.score_tokens([self.tokens(m) for m in messages])
+
+    def score_texts(self, texts: Iterable[str]) -> list[float]:
+        """P(spam) for texts that already are what the model reads (see `text_tokens`), in order."""
+        return self.score_tokens([self.text_tokens(t) for t in texts])
 
     def score(self, message: MessageLike) -> float:
         return self.score_batch([message])[0]

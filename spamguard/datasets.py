@@ -1,40 +1,40 @@
-"""Labelled messages for `spamguard eval`, read without torch: an SMS TSV file (`ham<TAB>text` lines, as the
-UCI SMS Spam Collection) or a folder with `ham/` and `spam/` subfolders of raw mail, one message per file.
+"""Labelled messages without torch: the `Example` that training and `spamguard eval` both consume, the two
+labels, and the one reader of SMS TSV files (`ham<TAB>text` lines, as the UCI SMS Spam Collection). Mail
+(Maildir, mbox, folders of raw messages) is read by `spamguard.mail_sources`.
 
-The TSV rules are those of `spamguard.training.data.read_sms_collection` (no quoting: 54 SMS begin with a
-double quote); the runtime keeps its own reader because a mail host has no `spamguard.training`."""
+These live in the runtime because `spamguard eval` runs on a mail host, which has no `spamguard.training`;
+the training half imports them from here, so there is one definition of each."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from spamguard.errors import SpamguardError
-from spamguard.message_text import MAX_PARSE_BYTES
+from spamguard.errors import DataError
 
 HAM, SPAM = 0, 1
 LABELS = {"ham": HAM, "spam": SPAM}
-
-
-class DataError(SpamguardError):
-    """A labelled data set is missing or malformed."""
+LABEL_NAMES = ("ham", "spam")  # indexed by label
 
 
 @dataclass(frozen=True)
-class Labelled:
-    message: str | bytes  # SMS text, or a mail's raw bytes
+class Example:
+    text: str  # what the model reads: `message_text` of a mail, or an SMS as it is
     label: int  # HAM or SPAM
-    source: str  # file (and line) it came from, for reports
+    source: str = ""  # where it came from (a file and line, a mail file, `mbox#N`), for reports
 
 
-def read_sms_tsv(path: Path) -> list[Labelled]:
-    """Lines `ham<TAB>text` / `spam<TAB>text`; blank lines are skipped, anything else is an error naming the
-    line, so a wrong file is caught before a model is scored on it."""
+def read_sms_tsv(path: Path) -> list[Example]:
+    """Lines `ham<TAB>text` / `spam<TAB>text`; blank lines are skipped. No quoting rules (54 texts of the UCI
+    collection begin with a double quote). A malformed line is an error naming its number, so a wrong file
+    is caught before hours of training or a misleading evaluation."""
     path = Path(path)
     try:
         raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise DataError(f"data file not found: {path}") from exc
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
+        raise DataError(f"cannot read data file {path}: {exc.strerror}") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -48,40 +48,7 @@ def read_sms_tsv(path: Path) -> list[Labelled]:
         if not tab or label not in LABELS:
             shown = line[:40] + ("..." if len(line) > 40 else "")
             raise DataError(f"{path}:{number}: expected 'ham<TAB>text' or 'spam<TAB>text', got {shown!r}")
-        examples.append(Labelled(message, LABELS[label], f"{path.name}:{number}"))
+        examples.append(Example(message, LABELS[label], f"{path.name}:{number}"))
     if not examples:
         raise DataError(f"{path} holds no messages")
     return examples
-
-
-def read_mail_folders(path: Path) -> list[Labelled]:
-    """Every regular, non-hidden file under `path/ham` and `path/spam` (recursively, so a Maildir's
-    cur/ and new/ work too). Only the head of a huge message is read: `message_text` parses no more."""
-    path = Path(path)
-    examples = []
-    for name, label in LABELS.items():
-        folder = path / name
-        if not folder.is_dir():
-            raise DataError(f"{path} has no {name}/ folder (expected ham/ and spam/ with one mail per file)")
-        for file in sorted(folder.rglob("*")):
-            if not file.is_file() or any(part.startswith(".") for part in file.relative_to(folder).parts):
-                continue
-            try:
-                with open(file, "rb") as f:
-                    message = f.read(MAX_PARSE_BYTES)
-            except OSError as exc:
-                raise DataError(f"cannot read {file}: {exc.strerror}") from exc
-            examples.append(Labelled(message, label, str(file.relative_to(path))))
-    if not examples:
-        raise DataError(f"{path}/ham and {path}/spam hold no messages")
-    return examples
-
-
-def read_labelled(path: Path) -> list[Labelled]:
-    """A folder means ham/ + spam/ mail folders, a file means an SMS TSV."""
-    path = Path(path)
-    if path.is_dir():
-        return read_mail_folders(path)
-    if not path.exists():
-        raise DataError(f"no data at {path}: give an SMS TSV file or a folder with ham/ and spam/")
-    return read_sms_tsv(path)

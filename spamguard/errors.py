@@ -11,3 +11,7 @@ class BundleError(SpamguardError):
 
 class TokenizerError(SpamguardError):
     """The BPE files cannot be turned into GPT-2's tokenizer."""
+
+
+class DataError(SpamguardError):
+    """A labelled data set (an SMS file, a mail source) is missing or malformed."""

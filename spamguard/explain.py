@@ -223,16 +223,13 @@ def explain_with_classifier(
     message: str | bytes | Message, classifier: Classifier, *, max_parts: int = MAX_PARTS
 ) -> Explanation:
     """What `spamguard check --explain` runs: the parts scored by the classifier's own exported model, on the
-    text as the model reads it. Texts go straight to tokens, not through `score_batch`, because extracting an
-    already extracted text can change it (a subject such as "From: the desk of ..." reads as a mail header)."""
-    from spamguard.tokenizer import encode, load_encoding
-
-    bundle = classifier.bundle
-    encoding = load_encoding(bundle.encoder_json, bundle.vocab_bpe)
-
-    def score(texts: list[str]) -> list[float]:
-        return classifier.score_tokens([encode(encoding, t, bundle.max_tokens) for t in texts])
-
+    text as the model reads it. Texts go straight to tokens (`score_texts`), not through `score_batch`,
+    because extracting an already extracted text can change it (a subject such as "From: the desk of ..."
+    reads as a mail header)."""
+    max_tokens = classifier.bundle.max_tokens
     return explain_message(
-        message, score, visible=lambda text: visible_chars(encoding, text, bundle.max_tokens), max_parts=max_parts
+        message,
+        classifier.score_texts,
+        visible=lambda text: visible_chars(classifier.encoding, text, max_tokens),
+        max_parts=max_parts,
     )

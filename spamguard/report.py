@@ -39,6 +39,11 @@ def _figure_class() -> Any:
     return Figure
 
 
+def require_matplotlib() -> None:
+    """Fail before the work whose plots were asked for, not after it."""
+    _figure_class()
+
+
 def _arrays(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels, dtype=np.int64)
     s = np.asarray(scores, dtype=np.float64)

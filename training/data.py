@@ -1,4 +1,5 @@
-"""Labelled messages and the seeded, pure functions that turn them into train/validation/test splits.
+"""The seeded, pure functions that turn labelled messages into train/validation/test splits (the `Example` type
+and the TSV reader are the runtime's, `spamguard.datasets`, so there is one of each).
 
 The SMS Spam Collection repeats 403 of its lines verbatim, so texts are deduplicated before anything else:
 otherwise the same message lands in train and test and the test figures flatter the model."""
@@ -14,21 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from spamguard.datasets import HAM, SPAM, Example, read_sms_tsv
+from spamguard.errors import DataError
 from spamguard.paths import cache_dir
-from spamguard.training.errors import DataError
 
-HAM, SPAM = 0, 1
-LABELS = {"ham": HAM, "spam": SPAM}
 SMS_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 SMS_MEMBER = "SMSSpamCollection"
 SMS_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"  # the extracted file
-
-
-@dataclass(frozen=True)
-class Example:
-    text: str
-    label: int  # HAM or SPAM
-    source: str = ""  # where it came from (a file, a line), for reports
 
 
 @dataclass(frozen=True)
@@ -46,31 +39,8 @@ class Splits:
 
 
 def read_sms_collection(path: Path) -> list[Example]:
-    """Lines `ham<TAB>text` / `spam<TAB>text`; no quoting rules (54 texts begin with a double quote)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DataError(f"data file not found: {path}") from exc
-    except OSError as exc:
-        raise DataError(f"cannot read data file {path}: {exc.strerror}") from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text") from exc
-    examples = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        label, tab, message = line.partition("\t")
-        if not tab or label not in LABELS:
-            shown = line[:40] + ("..." if len(line) > 40 else "")
-            raise DataError(f"{path}:{number}: expected 'ham<TAB>text' or 'spam<TAB>text', got {shown!r}")
-        examples.append(Example(message, LABELS[label], f"{path.name}:{number}"))
-    if not examples:
-        raise DataError(f"{path} holds no messages")
-    return examples
+    """The SMS Spam Collection (or any `ham|spam<TAB>text` file), read by the runtime's one TSV reader."""
+    return read_sms_tsv(path)
 
 
 def download_sms_collection(progress: Callable[[str], None] = print) -> Path:

@@ -10,10 +10,10 @@ from own_mail_helpers import make_message
 from spamguard import corpus
 from spamguard.cli import main
 from spamguard.corpus import CorpusError, entries, learn, learn_files, stats
+from spamguard.datasets import HAM, SPAM
+from spamguard.mail_sources import format_reports, read_mail_sources
 from spamguard.message_text import message_text
 from spamguard.paths import data_dir
-from spamguard.training.data import HAM, SPAM
-from spamguard.training.mail_sources import format_reports, read_mail_sources
 
 TEXT = message_text
 OFFER = make_message("Cheap meds", "Buy now, limited offer.")

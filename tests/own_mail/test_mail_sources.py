@@ -7,21 +7,18 @@ from pathlib import Path
 import pytest
 from own_mail_helpers import make_message
 
-from spamguard.message_text import message_text
-from spamguard.training.data import HAM, SPAM, Example, Splits
-from spamguard.training.errors import DataError
-from spamguard.training.mail_sources import (
-    class_weights,
+from spamguard.datasets import HAM, SPAM
+from spamguard.errors import DataError
+from spamguard.mail_sources import (
     detect_kind,
     format_reports,
     not_a_message,
+    read_labelled,
     read_mail_source,
     read_mail_sources,
-    require_both_classes,
-    stratified_splits,
-    undersample,
     unquote_mboxrd,
 )
+from spamguard.message_text import message_text
 
 from conftest import MAIL_DIR
 
@@ -222,36 +219,29 @@ def test_real_spamassassin_folders_read_without_loss() -> None:
     assert len({e.text for e in examples}) == len(examples)
 
 
-def _examples(n_ham: int, n_spam: int) -> list[Example]:
-    return [Example(f"ham {i}", HAM) for i in range(n_ham)] + [Example(f"spam {i}", SPAM) for i in range(n_spam)]
+def test_read_labelled_mixes_sms_file_folder_pair_and_sources_deduplicated(tmp_path: Path) -> None:
+    sms = _write(tmp_path / "sms.tsv", b"ham\tsee you at 6\nspam\tWIN a prize now\nham\tsee you at 6\n\n")
+    pair = tmp_path / "pair"
+    _write(pair / "ham" / "1", make_message("Minutes", "of the meeting"))
+    box = _maildir(pair / "spam")
+    _write(box / "new" / "1:2,", make_message("Cheap meds", "buy now"))
+    extra = _write(
+        tmp_path / "more.mbox", b"From a@b Mon Sep  2 10:00:00 2002\n" + make_message("Minutes", "of the meeting")
+    )
 
+    examples, reports = read_labelled(data=sms, spam=[extra])
+    assert [(r.kind, r.label, r.read, r.used, r.duplicates) for r in reports] == [
+        ("sms", HAM, 2, 1, 1),
+        ("sms", SPAM, 1, 1, 0),
+        ("mbox", SPAM, 1, 1, 0),
+    ]
+    assert [e.source for e in examples] == [f"{sms}:1", f"{sms}:2", f"{extra}#1"]
 
-def test_class_weights_known_answer() -> None:
-    assert class_weights(_examples(90, 10)) == pytest.approx((100 / 180, 100 / 20))
-    assert class_weights(_examples(10, 10)) == pytest.approx((1.0, 1.0))
-    with pytest.raises(DataError, match=r"^cannot weight classes: 5 ham and 0 spam in the training split$"):
-        class_weights(_examples(5, 0))
-
-
-def test_undersample_caps_the_larger_class_and_is_seeded() -> None:
-    data = _examples(90, 10)
-    kept = undersample(data, seed=1, max_ratio=3)
-    counts = Counter(e.label for e in kept)
-    assert counts == {HAM: 30, SPAM: 10}
-    assert kept == undersample(data, seed=1, max_ratio=3) and kept != undersample(data, seed=2, max_ratio=3)
-    assert Counter(e.label for e in undersample(data, seed=1, max_ratio=100)) == {HAM: 90, SPAM: 10}
-    assert Counter(e.label for e in undersample(_examples(4, 12), seed=1)) == {HAM: 4, SPAM: 4}
-
-
-def test_stratified_splits_keep_both_classes_and_the_real_ratio() -> None:
-    splits = stratified_splits(_examples(1000, 30), seed=3)
-    for part in (splits.train, splits.validation, splits.test):
-        counts = Counter(e.label for e in part)
-        assert counts[SPAM] >= 3 and counts[HAM] / counts[SPAM] == pytest.approx(1000 / 30, rel=0.15)
-
-
-def test_split_without_spam_in_validation_is_refused_before_training() -> None:
-    with pytest.raises(DataError, match=r"^the validation split has no spam: 9 spam messages in all, a 10% "):
-        stratified_splits(_examples(100, 9), seed=0)
-    with pytest.raises(DataError, match=r"^the test split has no ham: 2 ham messages in all, a 20% test split"):
-        require_both_classes(Splits(_examples(1, 1), _examples(1, 1), _examples(0, 1)))
+    examples, reports = read_labelled(data=pair, spam=[extra])
+    assert [(r.kind, r.label, r.used, r.conflicts) for r in reports] == [
+        ("folder", HAM, 1, 0),
+        ("maildir", SPAM, 1, 0),
+        ("mbox", SPAM, 0, 1),  # the same text as a ham read earlier: the earlier label wins
+    ]
+    with pytest.raises(DataError, match=r"^no data at .*nope: give an SMS TSV file or a folder with ham/ and spam/$"):
+        read_labelled(data=tmp_path / "nope")

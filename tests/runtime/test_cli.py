@@ -187,9 +187,16 @@ def test_eval_on_mail_folders(installed: Path, tmp_path: Path) -> None:
         for mail in sorted((MAIL_DIR / label).iterdir())[:5]:
             shutil.copy(mail, tmp_path / label / mail.name)
     (tmp_path / "ham" / ".hidden").write_text("skipped")
+    (tmp_path / "spam" / "cmds").write_text("mv 00001.7c53 00001.7c53336b37003a9286aba55d2945844c\n")
+    (tmp_path / "spam" / "gone").symlink_to(tmp_path / "nowhere")  # unreadable: skipped, never fatal
     result = run("eval", "--data", str(tmp_path), "--json", "--fp32")
     figures = json.loads(result.stdout)
     assert (figures["n"], figures["ham"], figures["spam"], figures["precision_used"]) == (10, 5, 5, "fp32")
+    assert result.stderr.splitlines()[1] == (
+        f"spam {tmp_path / 'spam'} (folder): read 7, used 5, duplicates 0, conflicts 0, skipped 2 "
+        f"(not a mail message (no header block): 1, e.g. {tmp_path / 'spam' / 'cmds'}, "
+        f"unreadable (dangling symlink): 1, e.g. {tmp_path / 'spam' / 'gone'})"
+    )
 
 
 def test_eval_bad_data(installed: Path, tmp_path: Path) -> None:
@@ -204,5 +211,10 @@ def test_eval_bad_data(installed: Path, tmp_path: Path) -> None:
     )
     (tmp_path / "mail" / "ham").mkdir(parents=True)
     assert run("eval", "--data", str(tmp_path / "mail")).stderr == (
-        f"Error: {tmp_path / 'mail'} has no spam/ folder (expected ham/ and spam/ with one mail per file)\n"
+        f"Error: {tmp_path / 'mail'} has no spam/ (expected ham/ and spam/, each a Maildir, an mbox or a folder of "
+        "messages)\n"
+    )
+    nothing = run("eval")
+    assert nothing.exit_code == 2 and nothing.stderr.endswith(
+        "Error: give --data PATH, or --ham PATH and --spam PATH\n"
     )

@@ -1,36 +1,37 @@
-"""The user's own sorted mail as training data: Maildirs, mbox files and folders of raw messages, turned into
-`Example`s through the runtime's message-text function, so training sees exactly the text the filter sees.
+"""Labelled messages from where people keep them: Maildirs, mbox files, folders of raw messages, the feedback
+corpus of `spamguard learn`, and SMS TSV files, turned into `Example`s through the runtime's message-text
+function, so training sees exactly the text the filter sees. `spamguard train` and `spamguard eval` both read
+through here (no torch: a mail host evaluates a model too).
 
-Real mailboxes are messy (editor backups, `cmds` files, half-delivered messages, a ham folder with ten times
-more mail than the spam folder), so every message that cannot be used is counted with a reason instead of
-stopping a long run, and the class imbalance is handled by the pure functions at the end of this module.
+Real mailboxes are messy (editor backups, `cmds` files, half-delivered messages, unreadable files), so every
+message that cannot be used is counted with a reason instead of stopping a long run.
 
 Deduplication is by the hash of the extracted text, not by Message-ID: spam often has no Message-ID or a
 forged one that campaigns reuse, the same mail reaches two folders with different IDs (copies, resends), and
 what leaks between train and test is the text the model sees. Hashing keeps the memory per message at 32 bytes.
-Only exact duplicates are found; a campaign that varies one random token per copy is not collapsed."""
+Only exact duplicates are found; a campaign that varies one random token per copy is not collapsed.
+
+An `Example`'s text is already what the model reads: score it with `Classifier.score_texts`, never by feeding
+it to `message_text` again (a subject such as "From: the desk of ..." then reads as a mail header)."""
 
 from __future__ import annotations
 
 import hashlib
 import mailbox
-import math
 import os
-import random
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm import tqdm
+from typing import Any
 
 from spamguard.corpus import CorpusEntry, corpus_dir, entries
+from spamguard.datasets import HAM, LABEL_NAMES, SPAM, Example, read_sms_tsv
+from spamguard.errors import DataError
 from spamguard.message_text import message_text
-from spamguard.training.data import HAM, SPAM, Example, Splits, split
-from spamguard.training.errors import DataError
 
-TextFunction = Callable[[bytes], str]
+TextFunction = Callable[[str | bytes], str]
 
 # A bigger file is read only this far: message_text decodes a bounded head anyway, and one 2 GB attachment in
 # a folder must not exhaust memory.
@@ -50,8 +51,8 @@ _HEAD_BYTES = 64 * 1024  # enough to see a header block
 class RawMessage:
     """One message's bytes as found on disk, or the reason it cannot be used."""
 
-    source: str  # path, with `#N` for the N-th message of an mbox
-    data: bytes | None
+    source: str  # path, with `#N` for the N-th message of an mbox, `:N` for the N-th line of an SMS file
+    data: bytes | str | None  # raw mail bytes, or an SMS text
     skip_reason: str | None = None
 
 
@@ -60,7 +61,7 @@ class SourceReport:
     """Per-source counts, so a user sees at once which folder contributed what and what was thrown away."""
 
     path: str
-    kind: str  # maildir | mbox | folder | message
+    kind: str  # maildir | mbox | folder | message | corpus | sms
     label: int
     read: int = 0  # everything found, usable or not
     used: int = 0
@@ -74,9 +75,8 @@ class SourceReport:
         self.skipped_example.setdefault(reason, source)
 
     def line(self) -> str:
-        label = "spam" if self.label == SPAM else "ham"
         text = (
-            f"{label} {self.path} ({self.kind}): read {self.read}, used {self.used}, "
+            f"{LABEL_NAMES[self.label]} {self.path} ({self.kind}): read {self.read}, used {self.used}, "
             f"duplicates {self.duplicates}, conflicts {self.conflicts}, skipped {sum(self.skipped.values())}"
         )
         if self.skipped:
@@ -86,6 +86,19 @@ class SourceReport:
             )
             text += f" ({reasons})"
         return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """For JSON output and the bundle manifest."""
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "label": LABEL_NAMES[self.label],
+            "read": self.read,
+            "used": self.used,
+            "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
+            "skipped": dict(self.skipped),
+        }
 
 
 def is_maildir(path: Path) -> bool:
@@ -238,7 +251,7 @@ def iter_raw_messages(path: Path, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[s
 
 
 class SeenTexts:
-    """Text hashes already used, with their label, shared across all sources of one training run."""
+    """Text hashes already used, with their label, shared across all sources of one read."""
 
     def __init__(self) -> None:
         self.labels: dict[bytes, int] = {}
@@ -247,12 +260,24 @@ class SeenTexts:
 def _extract(raw: RawMessage, text_of: TextFunction) -> tuple[str | None, str | None]:
     """(text, None) or (None, reason). A failing extractor skips one message; it never ends the run."""
     try:
-        text = text_of(raw.data or b"")
+        text = text_of(raw.data if raw.data is not None else b"")
     except Exception as exc:  # one bad message among thousands must not cost the whole run
         return None, f"text extraction failed ({type(exc).__name__})"
     if not text.strip():
         return None, "no text (no subject, no text part)"
     return text, None
+
+
+def _progress(messages: Iterator[RawMessage], desc: str, enabled: bool) -> Iterable[RawMessage]:
+    """A tqdm bar where tqdm is installed (training); a mail host running `spamguard eval` may lack it, and
+    then reading is silent rather than failing."""
+    if not enabled:
+        return messages
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return messages
+    return tqdm(messages, desc=desc, unit="msg", leave=False)
 
 
 def _collect(
@@ -264,7 +289,7 @@ def _collect(
 ) -> list[Example]:
     examples = []
     name = Path(report.path).name
-    for raw in tqdm(messages, desc=f"reading {name}", unit="msg", disable=not progress, leave=False):
+    for raw in _progress(messages, f"reading {name}", progress):
         report.read += 1
         if raw.skip_reason is not None:
             report.skip(raw.source, raw.skip_reason)
@@ -337,6 +362,23 @@ def read_corpus(
     return examples, reports
 
 
+def read_sms_source(
+    path: Path, *, text_of: TextFunction = message_text, seen: SeenTexts | None = None
+) -> tuple[list[Example], list[SourceReport]]:
+    """An SMS TSV file as examples, one report per label, deduplicated with the other sources. A malformed
+    line stops the read (`read_sms_tsv`): a file in the wrong format is a mistake to fix, not a message to skip."""
+    seen = seen if seen is not None else SeenTexts()
+    rows = read_sms_tsv(path)
+    examples: list[Example] = []
+    reports = []
+    for label in (HAM, SPAM):
+        report = SourceReport(str(path), "sms", label)
+        texts = (RawMessage(f"{path}:{row.source.rpartition(':')[2]}", row.text) for row in rows if row.label == label)
+        examples.extend(_collect(texts, report, text_of, seen, progress=False))
+        reports.append(report)
+    return examples, reports
+
+
 def read_mail_sources(
     sources: Sequence[tuple[Path, int]],
     *,
@@ -348,12 +390,55 @@ def read_mail_sources(
     """Examples of several `(path, label)` sources, deduplicated across all of them, and one report each.
     When the same text appears with both labels the first source wins, so the feedback corpus (`corpus=True`)
     is read first: the user's corrections override a mis-sorted folder."""
+    return read_labelled(sources=sources, corpus=corpus, text_of=text_of, progress=progress, max_bytes=max_bytes)
+
+
+def _folder_pair(path: Path) -> list[tuple[Path, int]]:
+    pair = [(path / name, label) for name, label in (("ham", HAM), ("spam", SPAM))]
+    for folder, _ in pair:
+        if not folder.exists():
+            raise DataError(
+                f"{path} has no {folder.name}/ (expected ham/ and spam/, each a Maildir, an mbox or a folder of "
+                "messages)"
+            )
+    return pair
+
+
+def read_labelled(
+    *,
+    data: Path | None = None,
+    ham: Sequence[Path] = (),
+    spam: Sequence[Path] = (),
+    sources: Sequence[tuple[Path, int]] = (),
+    corpus: bool = False,
+    text_of: TextFunction = message_text,
+    progress: bool = False,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> tuple[list[Example], list[SourceReport]]:
+    """Every labelled source of `spamguard train` and `eval`, deduplicated across all of them by text, with one
+    report per source and label. `data` is an SMS TSV file or a folder holding `ham/` and `spam/`; `ham` and
+    `spam` are Maildirs, mbox files, folders or single messages; `sources` are further `(path, label)` pairs.
+
+    Order decides conflicts (the same text under both labels: the first one read wins): the feedback corpus
+    first, so the user's corrections beat a mis-sorted folder, then `data`, then the ham sources, then the
+    spam ones, so an ambiguous text counts as ham, the side a filter that must not lose mail errs on."""
     seen = SeenTexts()
     examples: list[Example] = []
     reports: list[SourceReport] = []
     if corpus:
         examples, reports = read_corpus(text_of=text_of, seen=seen, max_bytes=max_bytes)
-    for path, label in sources:
+    pairs = [*((Path(p), HAM) for p in ham), *((Path(p), SPAM) for p in spam), *sources]
+    if data is not None:
+        data = Path(data)
+        if data.is_dir():
+            pairs = _folder_pair(data) + pairs
+        elif not data.exists():
+            raise DataError(f"no data at {data}: give an SMS TSV file or a folder with ham/ and spam/")
+        else:
+            found, sms_reports = read_sms_source(data, text_of=text_of, seen=seen)
+            examples.extend(found)
+            reports.extend(sms_reports)
+    for path, label in pairs:
         found, report = read_mail_source(
             path, label, text_of=text_of, seen=seen, progress=progress, max_bytes=max_bytes
         )
@@ -364,61 +449,3 @@ def read_mail_sources(
 
 def format_reports(reports: Sequence[SourceReport]) -> str:
     return "\n".join(report.line() for report in reports)
-
-
-# --- class imbalance: a real mailbox holds far more ham than spam ---------------------------------------------
-
-
-def class_weights(examples: Sequence[Example]) -> tuple[float, float]:
-    """(ham weight, spam weight) for a weighted cross-entropy, `n / (2 * n_class)`: each class then carries half
-    of the loss, as after balancing, but no message is thrown away. Compute them on the training split only;
-    index them by label (`torch.tensor(weights)[HAM]`)."""
-    counts = Counter(e.label for e in examples)
-    n = counts[HAM] + counts[SPAM]
-    if counts[HAM] == 0 or counts[SPAM] == 0:
-        raise DataError(f"cannot weight classes: {counts[HAM]} ham and {counts[SPAM]} spam in the training split")
-    return n / (2 * counts[HAM]), n / (2 * counts[SPAM])
-
-
-def undersample(examples: Sequence[Example], seed: int, max_ratio: float = 1.0) -> list[Example]:
-    """Keep every message of the smaller class and at most `ceil(max_ratio * n_smaller)` of the larger one
-    (seeded), in shuffled order. `max_ratio=1` is the book's balancing; a larger ratio keeps more ham variety
-    while bounding the cost of an epoch. Meant for the training split only: validation and test keep the real
-    ratio, or their false-positive rate would be measured on too few ham."""
-    if max_ratio < 1.0:
-        raise ValueError(f"max_ratio must be at least 1, got {max_ratio}")
-    rng = random.Random(seed)
-    by_label = {label: [e for e in examples if e.label == label] for label in (HAM, SPAM)}
-    small, large = sorted(by_label.values(), key=len)
-    if not small:
-        raise DataError("cannot undersample: one class has no examples")
-    keep = min(len(large), math.ceil(max_ratio * len(small)))
-    chosen = list(small) + rng.sample(large, keep)
-    rng.shuffle(chosen)
-    return chosen
-
-
-def require_both_classes(splits: Splits, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> None:
-    """Fail before training, not after it, when a part lacks a class: without ham in validation no threshold
-    can be chosen by false-positive rate, and without spam in test no recall can be reported."""
-    parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
-    for (name, part), fraction in zip(parts.items(), fractions, strict=True):
-        for label, label_name in ((HAM, "ham"), (SPAM, "spam")):
-            if any(e.label == label for e in part):
-                continue
-            total = sum(e.label == label for p in parts.values() for e in p)
-            need = math.ceil(1 / fraction) if fraction > 0 else "more"
-            raise DataError(
-                f"the {name} split has no {label_name}: {total} {label_name} messages in all, "
-                f"a {fraction:.0%} {name} split needs at least {need}"
-            )
-
-
-def stratified_splits(
-    examples: Sequence[Example], seed: int, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-) -> Splits:
-    """The split for mail: each class split on its own (so every part keeps the real ham:spam ratio), checked
-    to hold both classes in every part."""
-    splits = split(examples, seed, fractions, stratify=True)
-    require_both_classes(splits, fractions)
-    return splits
