@@ -43,7 +43,11 @@ class ThresholdChoice:
     def describe(self) -> str:
         """One line for the end of a training run."""
         r = self.record
-        how = {"max_fpr": f"max FPR {r['target_fpr']:g}", "threshold": "given", "default": "default"}[r["method"]]
+        how = (
+            f"max FPR {r['target_fpr']:g}"
+            if r["method"] == "max_fpr"
+            else {"threshold": "given"}.get(r["method"], "default")
+        )
         line = (
             f"threshold {self.threshold:.6g} ({how}; on validation: FPR {r['fpr']:.4g} on {r['n_ham']} ham, "
             f"recall {r['recall']:.4g} on {r['n_spam']} spam)"

@@ -38,8 +38,33 @@ class TrainableType(click.ParamType):
 )
 @click.option(
     "--data",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="SMS Spam Collection file (ham|spam<TAB>text); default: download it from UCI.",
+    type=click.Path(path_type=Path),
+    help="SMS Spam Collection file (ham|spam<TAB>text), or a folder holding ham/ and spam/ mail; default: "
+    "download the SMS collection from UCI (unless mail is given).",
+)
+@click.option(
+    "--ham",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Ham mail: a Maildir, an mbox or a folder of messages (repeatable).",
+)
+@click.option(
+    "--spam",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Spam mail: a Maildir, an mbox or a folder of messages (repeatable).",
+)
+@click.option("--corpus", is_flag=True, help="Also train on the corrections stored by 'spamguard learn'.")
+@click.option(
+    "--max-fpr",
+    type=float,
+    help="Choose the threshold on validation: the lowest whose false-positive rate is at most this (e.g. 0.01).",
+)
+@click.option("--threshold", type=float, help="A fixed threshold instead (default: 0.5).")
+@click.option(
+    "--unsure",
+    metavar="LOW,HIGH",
+    help="Unsure band (check exits 2 for scores in it); must contain the threshold.",
 )
 @click.option(
     "--tokenizer",
@@ -93,6 +118,12 @@ def train(
     base: str,
     weights: str,
     data: Path | None,
+    ham: tuple[Path, ...],
+    spam: tuple[Path, ...],
+    corpus: bool,
+    max_fpr: float | None,
+    threshold: float | None,
+    unsure: str | None,
     tokenizer: Path | None,
     trainable: str,
     epochs: int,
@@ -106,7 +137,19 @@ def train(
     threads: int | None,
     install: bool,
 ) -> None:
-    """Fine-tune GPT-2 to tell spam from ham and export it as a model bundle."""
+    """Fine-tune GPT-2 to tell spam from ham and export it as a model bundle.
+
+    SMS alone (--data, or the UCI download): repeated texts removed, ham undersampled to the spam count (the
+    book's balanced protocol), split 70/10/20. With mail (--ham, --spam, --corpus; SMS --data may be mixed in):
+    texts deduplicated across all sources, a stratified 70/10/20 split that keeps the real ham:spam ratio and
+    both classes in every part, and the loss weighted by class from the training split instead of throwing ham
+    away (the validation ham is what --max-fpr is measured on)."""
+    from spamguard.thresholds import check_options, parse_unsure, threshold_rule
+
+    band = parse_unsure(unsure) if unsure is not None else None
+    check_options(max_fpr=max_fpr, threshold=threshold, unsure=band)
+
+    from spamguard.training.own_mail import Sources, run_on_sources
     from spamguard.training.pipeline import Job, run
     from spamguard.training.recipe import TrainSettings
 
@@ -124,4 +167,9 @@ def train(
             trainable=trainable, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
         ),
     )
-    run(job, log=click.echo)
+    rule = threshold_rule(max_fpr=max_fpr, threshold=threshold, unsure=band, log=click.echo)
+    sources = Sources(data=data, ham=ham, spam=spam, corpus=corpus)
+    if sources.has_mail:
+        run_on_sources(job, sources, threshold_rule=rule, log=click.echo)
+    else:
+        run(job, threshold_rule=rule, log=click.echo)

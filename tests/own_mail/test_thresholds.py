@@ -54,6 +54,8 @@ def test_fixed_and_default_thresholds_report_their_validation_figures() -> None:
     assert (fixed.record["fp"], fixed.record["tp"]) == (50, 3)  # ham 0.950..0.999, all spam but 0.5
     default = choose_threshold(LABELS, SCORES)
     assert default.threshold == 0.5 and default.record["method"] == "default" and default.record["fp"] == 500
+    assert fixed.describe().startswith("threshold 0.95 (given; on validation: FPR 0.05 on 1000 ham, recall 0.75 on 4")
+    assert default.describe().startswith("threshold 0.5 (default; on validation: FPR 0.5 on 1000 ham")
 
 
 def test_unsure_band_counts_what_falls_inside() -> None:

@@ -1,0 +1,166 @@
+"""`spamguard train` on mail: a Maildir, an mbox and the feedback corpus mixed, the threshold chosen by
+false-positive rate on validation, and the option errors that must come before any training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from spamguard.bundle import load_bundle
+from spamguard.classifier import Classifier
+from spamguard.cli import main
+from spamguard.corpus import corpus_dir, learn
+from spamguard.datasets import HAM
+from spamguard.metrics import threshold_for_fpr
+from spamguard.training.imbalance import class_weights
+from spamguard.training.own_mail import Sources, mail_splits
+
+from conftest import BPE_DIR, MAIL_DIR
+
+N_HAM, N_SPAM = 14, 11  # the fewest that leave both classes in a 10% validation and a 20% test split
+
+
+def invoke(*args: str) -> object:
+    return CliRunner().invoke(main, ["train", *args])
+
+
+def _maildir(root: Path, mails: list[Path]) -> Path:
+    """Half in cur/ with flags in the names, half in new/, and the bookkeeping a real Maildir has."""
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True)
+    for number, mail in enumerate(mails):
+        name = f"10350{number:05d}.M{number}P1.host" + (":2,S" if number % 2 else "")
+        (root / ("cur" if number % 2 else "new") / name).write_bytes(mail.read_bytes())
+    (root / "tmp" / "1035099999.M9P1.host").write_bytes(mails[0].read_bytes())  # still being delivered
+    (root / "dovecot-uidlist").write_text("3 V1 N4\n")
+    return root
+
+
+def _mbox(path: Path, mails: list[Path]) -> Path:
+    """mboxrd: an envelope line per message, body lines starting with `From ` (or `>From `) quoted."""
+    with open(path, "wb") as f:
+        for mail in mails:
+            data = mail.read_bytes()
+            if data.startswith(b"From "):  # a saved envelope line: replaced by ours
+                data = data.split(b"\n", 1)[1]
+            lines = [b">" + line if line.lstrip(b">").startswith(b"From ") else line for line in data.split(b"\n")]
+            f.write(b"From spammer@example.com Thu Aug 22 12:36:23 2002\n" + b"\n".join(lines).rstrip(b"\n") + b"\n\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("base") / "tiny-2x32"
+    folder.mkdir()
+    config = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture
+def one_thread() -> object:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_train_on_maildir_mbox_and_corpus(base: Path, tmp_path: Path, one_thread: object) -> None:
+    ham_mails = sorted((MAIL_DIR / "ham").iterdir())[:N_HAM]
+    spam_mails = sorted((MAIL_DIR / "spam").iterdir())[:N_SPAM]
+    inbox = _maildir(tmp_path / "Maildir", ham_mails)
+    junk = _mbox(tmp_path / "junk.mbox", [*spam_mails, spam_mails[0]])  # one repeated
+    learn(spam_mails[1].read_bytes(), "spam")  # a correction that repeats a message of the mbox
+    learn(b"Lunch at noon? The usual place.", "ham")
+
+    out = tmp_path / "bundle"
+    result = invoke(
+        *("--base", str(base), "--weights", "random", "--tokenizer", str(BPE_DIR), "--trainable", "all"),
+        *("--ham", str(inbox), "--spam", str(junk), "--corpus", "--max-fpr", "0", "--unsure", "0.2,0.9"),
+        *("--epochs", "1", "--max-tokens", "32", "--threads", "1", "--lr", "1e-3", "--out", str(out)),
+        "--no-install",
+    )
+    assert result.exit_code == 0, result.output + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [
+        f"ham {corpus_dir() / 'ham'} (corpus): read 1, used 1, duplicates 0, conflicts 0, skipped 0",
+        f"spam {corpus_dir() / 'spam'} (corpus): read 1, used 1, duplicates 0, conflicts 0, skipped 0",
+        f"ham {inbox} (maildir): read {N_HAM}, used {N_HAM}, duplicates 0, conflicts 0, skipped 0",
+        f"spam {junk} (mbox): read {N_SPAM + 1}, used {N_SPAM - 1}, duplicates 2, conflicts 0, skipped 0",
+    ]
+    assert lines[4].startswith(f"data: {N_HAM + N_SPAM + 1} messages after removing repeated texts, stratified")
+    assert any(line.startswith("imbalance: class weights from the training split, ham ") for line in lines)
+
+    bundle = load_bundle(out)
+    m = bundle.manifest
+    splits, weights, _ = mail_splits(
+        Sources(ham=(inbox,), spam=(junk,), corpus=True), 123, log=lambda _: None
+    )  # the same seeded split again
+    assert weights == pytest.approx(class_weights(splits.train))
+    assert m["training"]["class_weights"] == pytest.approx(list(weights)) and m["training"]["balanced"] is False
+    assert m["training"]["split"] == splits.counts()
+    assert all(c["ham"] and c["spam"] for c in splits.counts().values())
+    assert f"maildir {inbox} (ham, {N_HAM} used)" in m["training"]["data"]
+
+    # the threshold is the one --max-fpr 0 gives on the exported fp32 model's validation scores
+    clf = Classifier.load(out, precision="fp32")
+    labels = np.array([e.label for e in splits.validation])
+    scores = np.array(clf.score_texts(e.text for e in splits.validation))
+    choice = m["threshold_choice"]
+    assert m["threshold"] == pytest.approx(threshold_for_fpr(labels, scores, 0.0))
+    assert (choice["method"], choice["target_fpr"], choice["fpr"], choice["fp"]) == ("max_fpr", 0.0, 0.0, 0)
+    assert choice["n_ham"] == int(np.sum(labels == HAM)) and choice["split"] == "validation"
+    low, high = m["unsure"]
+    assert low <= m["threshold"] <= high and low <= 0.2 and high >= 0.9
+    assert m["metrics"]["validation"]["fp"] == 0
+    assert f"threshold {m['threshold']:.6g} (max FPR 0; on validation: FPR 0 on {choice['n_ham']} ham" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--max-fpr", "0.1", "--threshold", "0.5"], "give --max-fpr or --threshold, not both"),
+        (["--max-fpr", "1"], "--max-fpr must be at least 0 and below 1, got 1"),
+        (["--max-fpr", "-0.01"], "--max-fpr must be at least 0 and below 1, got -0.01"),
+        (["--threshold", "1.5"], "--threshold must be between 0 and 1, got 1.5"),
+        (["--unsure", "0.3"], "--unsure expects LOW,HIGH (two numbers such as 0.3,0.9), got '0.3'"),
+        (["--unsure", "low,high"], "--unsure expects LOW,HIGH (two numbers such as 0.3,0.9), got 'low,high'"),
+        (["--unsure", "0.9,0.3"], "the unsure band needs 0 <= LOW < HIGH <= 1, got 0.9,0.3"),
+        (
+            ["--unsure", "0.6,0.9"],
+            "the threshold 0.5 lies outside the unsure band 0.6,0.9: choose a band that contains it",
+        ),
+        (
+            ["--threshold", "0.95", "--unsure", "0.3,0.9"],
+            "the threshold 0.95 lies outside the unsure band 0.3,0.9: choose a band that contains it",
+        ),
+    ],
+)
+def test_threshold_options_are_checked_before_anything_else(args: list[str], error: str) -> None:
+    # an unknown base and a missing mail folder would fail too, but only after the options were checked
+    result = invoke("--base", "gpt3", "--ham", "/nonexistent/Maildir", *args)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {error}\n"
+
+
+def test_mail_source_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "Maildir"
+    result = invoke("--ham", str(missing), "--spam", str(tmp_path), "--weights", "random")
+    assert (result.exit_code, result.stderr) == (1, f"Error: mail source not found: {missing}\n")
+    ham = tmp_path / "ham"
+    ham.mkdir()
+    (ham / "1.eml").write_bytes(sorted((MAIL_DIR / "ham").iterdir())[0].read_bytes())
+    result = invoke("--ham", str(ham), "--weights", "random")
+    assert result.stderr.splitlines()[-1] == (
+        "Error: no spam to train on: add --spam PATH (a Maildir, an mbox or a folder of messages), --data FILE, "
+        "or corrections with 'spamguard learn --spam'"
+    )
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    result = invoke("--ham", str(ham), "--out", str(taken))
+    assert result.stderr == f"Error: output directory already exists: {taken} (choose another --out or remove it)\n"
