@@ -73,6 +73,20 @@ class Explanation:
             shown.append(f"({self.unseen} parts beyond the model's token budget were not scored)")
         return shown
 
+    def to_list(self, top: int = 5) -> list[dict[str, object]]:
+        """The same parts for `check --explain --json`, largest effect first."""
+        return [
+            {
+                "part": e.part.kind,
+                "line": e.part.line,
+                "text": e.part.text,
+                "delta": e.delta,
+                "delta_logit": e.delta_logit,
+                "score_without": e.score_without,
+            }
+            for e in self.effects[:top]
+        ]
+
 
 def _logit(p: float) -> float:
     p = min(max(p, 1e-12), 1 - 1e-12)

@@ -242,3 +242,38 @@ def test_classifier_explanation_agrees_with_its_verdict(trigger_onnx: Path, tmp_
     assert explanation.score == pytest.approx(clf.score(mail), abs=1e-6)  # the verdict's own score
     assert explanation.effects[0].part.text == TRIGGER and explanation.score > 0.9
     assert any(e.part.kind == "subject" for e in explanation.effects)
+
+
+@pytest.mark.slow
+def test_check_explain_prints_the_trigger_line_first(trigger_onnx: Path, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from spamguard.bundle import write_bundle
+    from spamguard.cli import main
+
+    bundle = write_bundle(
+        tmp_path / "trigger",
+        models={"fp32": trigger_onnx},
+        encoder_json=BPE_DIR / "encoder.json",
+        vocab_bpe=BPE_DIR / "vocab.bpe",
+        manifest={"name": "trigger", "threshold": 0.5, "max_tokens": 120},
+    )
+    mail = tmp_path / "flagged.eml"
+    mail.write_bytes(make_message("Tonight", f"Are you coming home tonight?\n{TRIGGER}\nOk see you at the station."))
+    result = CliRunner().invoke(main, ["check", "--explain", "--model", str(bundle.path), str(mail)])
+    assert result.exit_code == 0, result.output  # spam
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{mail}: spam score=0.9")
+    assert len(lines) == 1 + 4  # subject and three body lines, all within the token budget
+    delta = float(lines[1].split()[0])
+    assert delta > 0.8 and lines[1].endswith(f"line 4: '{TRIGGER}'")
+    assert all(float(line.split()[0]) < 0.5 * delta for line in lines[2:])
+
+    result = CliRunner().invoke(main, ["check", "--explain", "--json", "--model", str(bundle.path), str(mail)])
+    record = json.loads(result.stdout)
+    assert record["label"] == "spam" and len(record["explain"]) == 4
+    top = record["explain"][0]
+    assert (top["text"], top["line"]) == (TRIGGER, 4) and top["delta"] == pytest.approx(delta, abs=1e-4)
+    assert top["score_without"] == pytest.approx(record["score"] - top["delta"])
