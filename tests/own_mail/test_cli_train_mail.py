@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from own_mail_helpers import make_maildir, make_mbox
 
 from spamguard.bundle import load_bundle
 from spamguard.classifier import Classifier
@@ -27,30 +28,6 @@ N_HAM, N_SPAM = 14, 11  # the fewest that leave both classes in a 10% validation
 
 def invoke(*args: str) -> object:
     return CliRunner().invoke(main, ["train", *args])
-
-
-def _maildir(root: Path, mails: list[Path]) -> Path:
-    """Half in cur/ with flags in the names, half in new/, and the bookkeeping a real Maildir has."""
-    for sub in ("cur", "new", "tmp"):
-        (root / sub).mkdir(parents=True)
-    for number, mail in enumerate(mails):
-        name = f"10350{number:05d}.M{number}P1.host" + (":2,S" if number % 2 else "")
-        (root / ("cur" if number % 2 else "new") / name).write_bytes(mail.read_bytes())
-    (root / "tmp" / "1035099999.M9P1.host").write_bytes(mails[0].read_bytes())  # still being delivered
-    (root / "dovecot-uidlist").write_text("3 V1 N4\n")
-    return root
-
-
-def _mbox(path: Path, mails: list[Path]) -> Path:
-    """mboxrd: an envelope line per message, body lines starting with `From ` (or `>From `) quoted."""
-    with open(path, "wb") as f:
-        for mail in mails:
-            data = mail.read_bytes()
-            if data.startswith(b"From "):  # a saved envelope line: replaced by ours
-                data = data.split(b"\n", 1)[1]
-            lines = [b">" + line if line.lstrip(b">").startswith(b"From ") else line for line in data.split(b"\n")]
-            f.write(b"From spammer@example.com Thu Aug 22 12:36:23 2002\n" + b"\n".join(lines).rstrip(b"\n") + b"\n\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +50,8 @@ def one_thread() -> object:
 def test_train_on_maildir_mbox_and_corpus(base: Path, tmp_path: Path, one_thread: object) -> None:
     ham_mails = sorted((MAIL_DIR / "ham").iterdir())[:N_HAM]
     spam_mails = sorted((MAIL_DIR / "spam").iterdir())[:N_SPAM]
-    inbox = _maildir(tmp_path / "Maildir", ham_mails)
-    junk = _mbox(tmp_path / "junk.mbox", [*spam_mails, spam_mails[0]])  # one repeated
+    inbox = make_maildir(tmp_path / "Maildir", ham_mails)
+    junk = make_mbox(tmp_path / "junk.mbox", [*spam_mails, spam_mails[0]])  # one repeated
     learn(spam_mails[1].read_bytes(), "spam")  # a correction that repeats a message of the mbox
     learn(b"Lunch at noon? The usual place.", "ham")
 
