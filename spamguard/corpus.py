@@ -7,6 +7,14 @@ headers it differs again, yet it is one training example. Keyed by raw bytes, co
 learned from another copy would leave it in both classes, which teaches the model nothing but noise. Two
 different mails with identical text collapse into one, which for training is the same example anyway.
 
+Keys depend on `message_text`: when it changes (as when folded Subject lines began to be unfolded), a message
+stored earlier keeps the key the older text gave. Nothing is lost: the raw bytes are what is stored, and training
+(`spamguard.mail_sources.read_corpus`) extracts every message again with the current function, deduplicates by
+the current text and reads the newest correction first, so a stale key never makes an old label win. What a
+stale key does change: learning that message again under the other label adds a second file instead of
+moving the first, and `--list` shows both. A key is always made from raw bytes, never from extracted text,
+which `message_text` may read differently (a subject such as "To: all staff" looks like a header field).
+
 Only files written here through `learn` count; the runtime keeps no index, the folders are the truth."""
 
 from __future__ import annotations

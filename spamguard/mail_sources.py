@@ -348,18 +348,19 @@ def read_corpus(
     root: Path | None = None,
     max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> tuple[list[Example], list[SourceReport]]:
-    """The feedback corpus of `spamguard learn` (ham, then spam) as examples, one report per label."""
+    """The feedback corpus of `spamguard learn` as examples, one report per label (ham, then spam).
+
+    Stored messages are read newest first, so when the same text sits under both labels the latest correction
+    wins. `learn` moves a message when it is corrected again, but it finds the earlier file by its key, the
+    hash of `message_text`; a message stored before `message_text` changed has an older key, and then both
+    files stay. Reading by age makes that harmless for training."""
     seen = seen if seen is not None else SeenTexts()
     root = root or corpus_dir()
-    stored = entries(root)
+    reports = {name: SourceReport(str(root / name), "corpus", label) for name, label in (("ham", HAM), ("spam", SPAM))}
     examples: list[Example] = []
-    reports = []
-    for name, label in (("ham", HAM), ("spam", SPAM)):
-        report = SourceReport(str(root / name), "corpus", label)
-        mine = [entry for entry in stored if entry.label == name]
-        examples.extend(_collect(_corpus_messages(mine, max_bytes), report, text_of, seen, progress=False))
-        reports.append(report)
-    return examples, reports
+    for entry in sorted(entries(root), key=lambda e: (-e.mtime, e.key)):
+        examples.extend(_collect(_corpus_messages([entry], max_bytes), reports[entry.label], text_of, seen, False))
+    return examples, list(reports.values())
 
 
 def read_sms_source(

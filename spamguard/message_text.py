@@ -40,6 +40,8 @@ _HEADER_SCAN_BYTES = 64 * 1024
 _BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")  # padding included: it is recomputed
 _BLANK_RUNS = re.compile(r"\n[ \t\r\f\v]*(?:\n[ \t\r\f\v]*)+")
 _SPACE_RUNS = re.compile(r"[ \t\r\f\v\xa0]+")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")  # RFC 5322 2.2.3: a line break before whitespace is folding
+_LINE_BREAKS = re.compile(r"[\r\n]+")
 _HTML_SPACE = re.compile(r"\s+")
 
 
@@ -127,9 +129,13 @@ def _charset(part: Message) -> str | None:
 
 
 def _header_text(value: object) -> str:
-    """An RFC 2047 header (`=?koi8-r?B?...?=`, or raw 8-bit bytes) as text, whatever its charset says."""
+    """An RFC 2047 header (`=?koi8-r?B?...?=`, or raw 8-bit bytes) as one line of text, whatever its charset
+    says. A folded header is unfolded first (RFC 5322: the line break of a fold is removed, its whitespace
+    kept), so a long Subject reads as the one line it is, and the text stays "subject, blank line, body"."""
     if value is None:
         return ""
+    if isinstance(value, str):
+        value = _LINE_BREAKS.sub(" ", _FOLD.sub("", value))
     try:
         chunks = email.header.decode_header(value)  # type: ignore[arg-type]
     except (ValueError, LookupError, binascii.Error, email.errors.HeaderParseError):
@@ -140,7 +146,7 @@ def _header_text(value: object) -> str:
             text.append(chunk)
         else:
             text.append(_decode_bytes(chunk, charset))
-    return _SPACE_RUNS.sub(" ", "".join(text)).strip()
+    return _SPACE_RUNS.sub(" ", _LINE_BREAKS.sub(" ", "".join(text))).strip()
 
 
 class _HTMLText(HTMLParser):

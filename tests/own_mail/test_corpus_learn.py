@@ -11,7 +11,7 @@ from spamguard import corpus
 from spamguard.cli import main
 from spamguard.corpus import CorpusError, entries, learn, learn_files, stats
 from spamguard.datasets import HAM, SPAM
-from spamguard.mail_sources import format_reports, read_mail_sources
+from spamguard.mail_sources import format_reports, read_corpus, read_mail_sources
 from spamguard.message_text import message_text
 from spamguard.paths import data_dir
 
@@ -138,3 +138,26 @@ def test_cli_errors_are_one_line(
     assert result.exit_code == code
     assert result.output.strip().splitlines()[-1].startswith(error)
     assert "Traceback" not in result.output
+
+
+def test_newest_correction_wins_even_under_a_stale_key() -> None:
+    """A message stored before message_text changed keeps its old key, so learning it again under the other
+    label cannot find and move it; training still takes the newest label."""
+    import os
+
+    old = corpus.corpus_dir() / "ham" / f"{'0' * 64}.eml"  # the key an older message_text gave
+    old.parent.mkdir(parents=True)
+    old.write_bytes(OFFER)
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    assert learn(OFFER, "spam", text_of=TEXT).status == "added"  # not "moved": the key differs
+    examples, reports = read_corpus()
+    assert [(e.label, e.text) for e in examples] == [(SPAM, TEXT(OFFER))]
+    assert [(r.label, r.used, r.conflicts) for r in reports] == [(HAM, 0, 1), (SPAM, 1, 0)]
+
+
+def test_a_subject_that_reads_as_a_header_is_learned_and_read_as_extracted_once() -> None:
+    raw = make_message("To: all staff", "the office is closed on Friday")
+    learned = learn(raw, "ham")
+    assert learned.key == hashlib.sha256(b"To: all staff\n\nthe office is closed on Friday").hexdigest()
+    examples, _ = read_corpus()
+    assert [e.text for e in examples] == ["To: all staff\n\nthe office is closed on Friday"]

@@ -156,3 +156,12 @@ def test_max_tokens_beyond_the_position_table_is_refused(tiny_bundle: Path, tmp_
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="max_tokens 257 exceeds the model's 256 positions"):
         Classifier.load(copy)
+
+
+def test_score_texts_scores_extracted_text_without_extracting_it_again(clf: Classifier) -> None:
+    from spamguard.message_text import message_text
+
+    raw = b"From: a@example.com\nSubject: To: all staff\n\nthe office is closed on Friday\n"
+    text = message_text(raw)  # "To: all staff\n\n...": read as a mail again, it would lose its first line
+    assert clf.text_tokens(text) == clf.tokens(raw) != clf.tokens(text)
+    assert clf.score_texts([text, SHORT]) == clf.score_batch([raw, SHORT])
