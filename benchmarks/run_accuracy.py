@@ -1,6 +1,10 @@
 """`make bench-accuracy`: every method on every protocol, one Markdown table and one ROC figure.
 
-python benchmarks/run_accuracy.py [--protocols P1,P2,P3] [--seeds 1,2,3] [--out docs/accuracy]
+    python benchmarks/run_accuracy.py [--protocols P1,P2,P3] [--seeds 1,2,3] [--base GPT2_FOLDER] [--out DIR]
+
+spamguard is trained once per seed (model initialisation and data order) on each protocol's fixed split; the
+classical methods are deterministic given the split and run once. `--base` adds the pretrained recipe (a folder
+with real GPT-2 weights in the Hugging Face layout) next to the offline configuration.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from accuracy.classical import Bogofilter, sklearn_methods  # noqa: E402
 from accuracy.evaluate import Result, evaluate  # noqa: E402
 from accuracy.protocols import PROTOCOLS, build  # noqa: E402
 from accuracy.report import markdown_table, roc_figure  # noqa: E402
+from accuracy.spamguard_method import Config, SpamguardMethod  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -28,6 +33,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "accuracy")
     parser.add_argument("--sms", type=Path, default=SHARED / "sms_spam_collection" / "SMSSpamCollection")
     parser.add_argument("--mail", type=Path, default=SHARED / "spamassassin_2003_part1")
+    parser.add_argument("--seeds", default="1,2,3", help="spamguard training seeds; empty to skip spamguard")
+    parser.add_argument("--base", default=None, help="a GPT-2 folder with real weights: adds the pretrained recipe")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for spamguard training")
     args = parser.parse_args()
 
     results: list[Result] = []
@@ -35,14 +43,19 @@ def main() -> int:
     for protocol in args.protocols.split(","):
         splits = build(protocol, args.split_seed, sms_file=args.sms, mail_dir=args.mail)
         print(f"{protocol}: {splits.counts()}", flush=True)
-        methods: list[object] = list(sklearn_methods(args.split_seed))
+        seeds = [int(x) for x in args.seeds.split(",") if x]
+        config = Config(threads=args.threads)
+        methods: list[object] = [SpamguardMethod(seed, config) for seed in seeds]
+        if args.base:
+            methods += [SpamguardMethod(seed, config, base=args.base) for seed in seeds]
+        methods += sklearn_methods(args.split_seed)
         if Bogofilter.available():
             methods.append(Bogofilter())
         elif "bogofilter" not in " ".join(notes):
             notes.append("bogofilter is not installed (apt-get install bogofilter): its rows are missing.")
         for method in methods:
             start = time.perf_counter()
-            result = evaluate(method, splits, protocol, args.split_seed)
+            result = evaluate(method, splits, protocol, getattr(method, "seed", args.split_seed))
             results.append(result)
             print(
                 f"  {result.method:24s} acc {result.default['accuracy']:.4f}  f1 {result.default['f1']:.4f}  "

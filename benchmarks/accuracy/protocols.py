@@ -5,10 +5,10 @@ P1 is the book's protocol (balanced SMS), P2 the realistic one (SMS at its natur
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from spamguard.training.data import HAM, SPAM, Example, Splits, balance, deduplicate, read_sms_collection, split
+from spamguard.mail_sources import read_labelled
+from spamguard.training.data import Splits, balance, deduplicate, read_sms_collection, split
 
 PROTOCOLS = {
     "P1": "SMS, deduplicated, ham undersampled to the spam count, 70/10/20 (the book's protocol)",
@@ -17,23 +17,14 @@ PROTOCOLS = {
 }
 
 
-def read_mail_folders(root: Path, text_of: Callable[[bytes], str]) -> list[Example]:
-    """`root/ham/*` and `root/spam/*` raw messages; `source` keeps the file path for methods that read raw mail."""
-    examples = []
-    for name, label in (("ham", HAM), ("spam", SPAM)):
-        for path in sorted((root / name).iterdir()):
-            if path.is_file():
-                examples.append(Example(text_of(path.read_bytes()), label, str(path)))
-    return examples
-
-
 def build(protocol: str, seed: int, *, sms_file: Path, mail_dir: Path) -> Splits:
     if protocol == "P1":
         return split(balance(deduplicate(read_sms_collection(sms_file)), seed), seed)
     if protocol == "P2":
         return split(deduplicate(read_sms_collection(sms_file)), seed, stratify=True)
     if protocol == "P3":
-        from spamguard.message_text import message_text
-
-        return split(deduplicate(read_mail_folders(mail_dir, message_text)), seed, stratify=True)
+        # The runtime's reader, as `spamguard train --data` and `eval --data` use it: `source` keeps each file's
+        # path, for the methods that read raw mail (bogofilter, and spamguard scoring as a mail host would).
+        examples, _reports = read_labelled(data=mail_dir)
+        return split(deduplicate(examples), seed, stratify=True)
     raise ValueError(f"unknown protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")

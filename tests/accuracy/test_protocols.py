@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,14 @@ def test_operating_points_come_from_validation_not_test() -> None:
     assert 0.899 < points[0.001]["threshold"] < 0.9
     assert points[0.001]["fpr"] == 0.5 and points[0.001]["recall"] == 0.5  # test pays for it: 0.91 ham flagged
     assert 0.895 < points[0.005]["threshold"] < 0.897
+
+
+def test_mail_protocol_is_stratified_deduplicated_and_keeps_raw_paths() -> None:
+    p3 = build("P3", 123, sms_file=SMS_FILE, mail_dir=MAIL_DIR)
+    parts = (p3.train, p3.validation, p3.test)
+    texts = [_texts(p) for p in parts]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    counts = [label_counts(p) for p in parts]
+    assert all(c["ham"] > 0 and c["spam"] > 0 for c in counts)
+    assert sum(c["spam"] for c in counts) == 246 and sum(c["ham"] for c in counts) == 1238
+    assert all(Path(e.source).is_file() for e in p3.test)
