@@ -119,7 +119,10 @@ def messages(draw: st.DrawFn) -> tuple[bytes, bytes]:
         raw += field
         if name.lower() not in ours:
             expected += field
-    body = draw(st.sampled_from([b"", eol])) + draw(st.binary(max_size=200))
+    # the header block ends at a blank line, at a line that is not a field, or at the end of the message;
+    # anything else right after the fields (a leading space, "Name:") would belong to the header block
+    end = draw(st.sampled_from([eol, b"a body line that is not a field" + eol, b""]))
+    body = end + draw(st.binary(max_size=200)) if end else b""
     return raw + body, expected + body
 
 
