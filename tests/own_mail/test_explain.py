@@ -191,6 +191,21 @@ def trigger_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def trigger_bundle(trigger_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trigger model as an installed-style bundle, for the classifier and the CLI."""
+    from spamguard.bundle import write_bundle
+
+    bundle = write_bundle(
+        tmp_path_factory.mktemp("bundle") / "trigger",
+        models={"fp32": trigger_onnx},
+        encoder_json=BPE_DIR / "encoder.json",
+        vocab_bpe=BPE_DIR / "vocab.bpe",
+        manifest={"name": "trigger", "threshold": 0.5, "max_tokens": 120},
+    )
+    return bundle.path
+
+
+@pytest.fixture(scope="module")
 def onnx_scorer(trigger_onnx: Path) -> Callable[[list[str]], list[float]]:
     """The exported model behind a plain scoring function: tokens, one padded batch, softmax."""
     import onnxruntime as ort
@@ -222,19 +237,11 @@ def test_real_onnx_model_explanation_finds_the_trigger_line(onnx_scorer: Callabl
 
 
 @pytest.mark.slow
-def test_classifier_explanation_agrees_with_its_verdict(trigger_onnx: Path, tmp_path: Path) -> None:
-    from spamguard.bundle import write_bundle
+def test_classifier_explanation_agrees_with_its_verdict(trigger_bundle: Path) -> None:
     from spamguard.classifier import Classifier
     from spamguard.explain import explain_with_classifier
 
-    bundle = write_bundle(
-        tmp_path / "trigger",
-        models={"fp32": trigger_onnx},
-        encoder_json=BPE_DIR / "encoder.json",
-        vocab_bpe=BPE_DIR / "vocab.bpe",
-        manifest={"name": "trigger", "threshold": 0.5, "max_tokens": 120},
-    )
-    clf = Classifier.load(bundle.path, precision="fp32")
+    clf = Classifier.load(trigger_bundle, precision="fp32")
     body = f"Are you coming home tonight?\n{TRIGGER}\nOk see you at the station."
     # A subject that reads as a header field: extracting the extracted text again would lose it.
     mail = make_message("From: the desk of your manager", body)
@@ -245,24 +252,16 @@ def test_classifier_explanation_agrees_with_its_verdict(trigger_onnx: Path, tmp_
 
 
 @pytest.mark.slow
-def test_check_explain_prints_the_trigger_line_first(trigger_onnx: Path, tmp_path: Path) -> None:
+def test_check_explain_prints_the_trigger_line_first(trigger_bundle: Path, tmp_path: Path) -> None:
     import json
 
     from click.testing import CliRunner
 
-    from spamguard.bundle import write_bundle
     from spamguard.cli import main
 
-    bundle = write_bundle(
-        tmp_path / "trigger",
-        models={"fp32": trigger_onnx},
-        encoder_json=BPE_DIR / "encoder.json",
-        vocab_bpe=BPE_DIR / "vocab.bpe",
-        manifest={"name": "trigger", "threshold": 0.5, "max_tokens": 120},
-    )
     mail = tmp_path / "flagged.eml"
     mail.write_bytes(make_message("Tonight", f"Are you coming home tonight?\n{TRIGGER}\nOk see you at the station."))
-    result = CliRunner().invoke(main, ["check", "--explain", "--model", str(bundle.path), str(mail)])
+    result = CliRunner().invoke(main, ["check", "--explain", "--model", str(trigger_bundle), str(mail)])
     assert result.exit_code == 0, result.output  # spam
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{mail}: spam score=0.9")
@@ -271,7 +270,7 @@ def test_check_explain_prints_the_trigger_line_first(trigger_onnx: Path, tmp_pat
     assert delta > 0.8 and lines[1].endswith(f"line 4: '{TRIGGER}'")
     assert all(float(line.split()[0]) < 0.5 * delta for line in lines[2:])
 
-    result = CliRunner().invoke(main, ["check", "--explain", "--json", "--model", str(bundle.path), str(mail)])
+    result = CliRunner().invoke(main, ["check", "--explain", "--json", "--model", str(trigger_bundle), str(mail)])
     record = json.loads(result.stdout)
     assert record["label"] == "spam" and len(record["explain"]) == 4
     top = record["explain"][0]

@@ -185,6 +185,17 @@ def test_end_of_text_marker_is_plain_text() -> None:
     assert message_text(raw) == "<|endoftext|>\n\nx <|endoftext|>"
 
 
+def _text_and_peak_memory(raw: bytes) -> tuple[str, int]:
+    """message_text(raw) and the most memory Python allocated while it ran."""
+    tracemalloc.start()
+    try:
+        text = message_text(raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return text, peak
+
+
 def test_a_50_mb_attachment_costs_a_bounded_amount_of_work() -> None:
     text_part = "--B\r\nContent-Type: text/plain\r\n\r\nSee the attached invoice.\r\n"
     attachment = "--B\r\nContent-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\n"
@@ -192,12 +203,7 @@ def test_a_50_mb_attachment_costs_a_bounded_amount_of_work() -> None:
     raw = mail("From: a@example.com\nSubject: invoice\nContent-Type: multipart/mixed; boundary=B\n", text_part)
     raw += attachment.encode() + blob + b"--B--\r\n"
     assert len(raw) > 50_000_000
-    tracemalloc.start()
-    try:
-        text = message_text(raw)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    text, peak = _text_and_peak_memory(raw)
     assert text == "invoice\n\nSee the attached invoice."
     assert peak < 16 * MAX_PARSE_BYTES < len(raw) / 3  # only the capped head was parsed
     assert message_text(raw[:MAX_PARSE_BYTES]) == text
@@ -205,12 +211,7 @@ def test_a_50_mb_attachment_costs_a_bounded_amount_of_work() -> None:
 
 def test_huge_text_part_is_capped() -> None:
     raw = mail("From: a@example.com\nSubject: s\n", "word " * 2_000_000)
-    tracemalloc.start()
-    try:
-        text = message_text(raw)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    text, peak = _text_and_peak_memory(raw)
     assert len(text) <= mt.MAX_TEXT_CHARS and peak < 16 * MAX_PARSE_BYTES
 
 
