@@ -45,10 +45,11 @@ bench-own-mail:
 	mkdir -p $(OWN_MAIL_WORK)/small-4x256
 	echo '{"model_type": "gpt2", "n_layer": 4, "n_head": 4, "n_embd": 256, "n_positions": 256}' \
 		> $(OWN_MAIL_WORK)/small-4x256/config.json
-	SPAMGUARD_HOME=$(OWN_MAIL_WORK)/home /usr/bin/time -f "%e s wall, %U s user" $(VENV)/bin/spamguard train \
+	start=$$(date +%s); SPAMGUARD_HOME=$(OWN_MAIL_WORK)/home $(VENV)/bin/spamguard train \
 		--base $(OWN_MAIL_WORK)/small-4x256 --weights random --trainable all \
 		--ham $(SHARED_MAIL)/ham --spam $(SHARED_MAIL)/spam --tokenizer ../shared/data/gpt2_bpe \
-		--lr 3e-4 --max-fpr 0.01 --threads 1 --out $(OWN_MAIL_WORK)/bundle-$$(date +%Y%m%d-%H%M%S) --no-install
+		--lr 3e-4 --max-fpr 0.01 --threads 1 --out $(OWN_MAIL_WORK)/bundle-$$(date +%Y%m%d-%H%M%S) --no-install \
+		&& echo "$$(( $$(date +%s) - start )) s wall"
 
 lint:
 	$(VENV)/bin/ruff check .
