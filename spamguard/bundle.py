@@ -30,6 +30,13 @@ INT8_FILE = "model.int8.onnx"
 DATA_SUFFIX = ".data"  # ONNX external data: a model's weights beside its graph file
 
 
+def weights_file(graph: Path) -> Path:
+    """Where ONNX external data puts a model's weights: beside the graph, under the graph's name + `.data`
+    (the graph records that name, so the two files travel together)."""
+    graph = Path(graph)
+    return graph.with_name(graph.name + DATA_SUFFIX)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -126,7 +133,7 @@ def write_bundle(
         placed: dict[str, Path] = {}
         for precision, src in models.items():
             placed[names[precision]] = src
-            side = Path(src).with_name(Path(src).name + DATA_SUFFIX)
+            side = weights_file(src)
             if side.is_file():
                 # the graph names its weights file; that name only holds when the model keeps its bundle name
                 if Path(src).name != names[precision]:

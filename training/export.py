@@ -24,6 +24,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from spamguard.bundle import weights_file
 from spamguard.training.gpt2 import GPT2Classifier
 
 PAD_ID = 50256
@@ -199,7 +200,7 @@ def _save(model_proto: onnx.ModelProto, out: Path, *, external: bool | None = No
     message: for the int8 124M model that is 0.3 s instead of 0.9 s, and 140 MB resident instead of 180 MB."""
     out.parent.mkdir(parents=True, exist_ok=True)
     external = model_proto.ByteSize() > _EXTERNAL_DATA_BYTES if external is None else external
-    data = out.with_name(out.name + ".data")
+    data = weights_file(out)
     data.unlink(missing_ok=True)  # onnx appends to an existing side file
     if external:
         onnx.save_model(model_proto, str(out), save_as_external_data=True, location=data.name, size_threshold=1024)
@@ -211,7 +212,7 @@ def _save(model_proto: onnx.ModelProto, out: Path, *, external: bool | None = No
 
 def model_files(path: Path) -> list[Path]:
     """An exported model's files: the graph and, when there is one, its `.data` side file of weights."""
-    data = Path(path).with_name(Path(path).name + ".data")
+    data = weights_file(path)
     return [Path(path), data] if data.is_file() else [Path(path)]
 
 
