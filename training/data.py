@@ -37,6 +37,12 @@ class Splits:
             for name, part in parts.items()
         }
 
+    def describe_counts(self) -> str:
+        """The parts' sizes with their ham and spam, for the log line every training run prints."""
+        return ", ".join(
+            f"{part} {c['ham'] + c['spam']} ({c['ham']} ham, {c['spam']} spam)" for part, c in self.counts().items()
+        )
+
 
 def read_sms_collection(path: Path) -> list[Example]:
     """The SMS Spam Collection (or any `ham|spam<TAB>text` file), read by the runtime's one TSV reader."""

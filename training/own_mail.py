@@ -52,10 +52,9 @@ def mail_splits(
     log(format_reports(reports))
     _require_both(reports)
     splits = stratified_splits(examples, seed)
-    counts = splits.counts()
     log(
         f"data: {len(examples)} messages after removing repeated texts, stratified split 70/10/20 (seed {seed}): "
-        + ", ".join(f"{part} {c['ham'] + c['spam']} ({c['ham']} ham, {c['spam']} spam)" for part, c in counts.items())
+        f"{splits.describe_counts()}"
     )
     weights = class_weights(splits.train)
     log(f"imbalance: class weights from the training split, ham {weights[0]:.3f}, spam {weights[1]:.3f}")

@@ -134,11 +134,7 @@ def make_splits(
     how = f"balanced to {len(chosen)}" if balanced else "not balanced"
     log(f"data: {len(examples)} messages, {len(unique)} after removing repeated texts, {how} (seed {seed})")
     splits = split(chosen, seed, stratify=not balanced)
-    counts = splits.counts()
-    log(
-        "split 70/10/20: "
-        + ", ".join(f"{part} {c['ham'] + c['spam']} ({c['ham']} ham, {c['spam']} spam)" for part, c in counts.items())
-    )
+    log(f"split 70/10/20: {splits.describe_counts()}")
     return splits
 
 
