@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spamguard.datasets import read_sms_tsv
 from spamguard.tokenizer import encode, load_encoding
-from spamguard.training.data import balance, deduplicate, read_sms_collection, split
+from spamguard.training.data import balance, deduplicate, split
 from spamguard.training.gpt2 import CONFIGS, GPT2Classifier
 from spamguard.training.prefix_cache import bf16_supported, build_cache
 from spamguard.training.recipe import CachedData, TokenData, TrainSettings, evaluate, parse_trainable, train
@@ -54,7 +55,7 @@ def seeded_subset(items: list, n: int | None, seed: int) -> list:
 def load_split(seed: int, train_subset: int | None, val_subset: int | None) -> tuple[dict, int]:
     """Token ids and labels per part, and the longest training example of the whole split (the book's pad)."""
     enc = load_encoding(BPE_DIR / "encoder.json", BPE_DIR / "vocab.bpe")
-    splits = split(balance(deduplicate(read_sms_collection(SMS_FILE)), seed), seed)
+    splits = split(balance(deduplicate(read_sms_tsv(SMS_FILE)), seed), seed)
     longest = max(len(encode(enc, e.text, MAX_TOKENS)) for e in splits.train)
     parts = {
         "train": seeded_subset(splits.train, train_subset, seed),

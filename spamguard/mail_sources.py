@@ -322,7 +322,7 @@ def read_mail_source(
     max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> tuple[list[Example], SourceReport]:
     """Examples of one source, all with `label`, and its report. Pass the same `seen` to several calls to
-    deduplicate across sources (what `read_mail_sources` does)."""
+    deduplicate across sources (what `read_labelled` does)."""
     if label not in (HAM, SPAM):
         raise ValueError(f"label must be HAM or SPAM, got {label!r}")
     kind, messages = iter_raw_messages(path, max_bytes)
@@ -378,20 +378,6 @@ def read_sms_source(
         examples.extend(_collect(texts, report, text_of, seen, progress=False))
         reports.append(report)
     return examples, reports
-
-
-def read_mail_sources(
-    sources: Sequence[tuple[Path, int]],
-    *,
-    corpus: bool = False,
-    text_of: TextFunction = message_text,
-    progress: bool = False,
-    max_bytes: int = MAX_MESSAGE_BYTES,
-) -> tuple[list[Example], list[SourceReport]]:
-    """Examples of several `(path, label)` sources, deduplicated across all of them, and one report each.
-    When the same text appears with both labels the first source wins, so the feedback corpus (`corpus=True`)
-    is read first: the user's corrections override a mis-sorted folder."""
-    return read_labelled(sources=sources, corpus=corpus, text_of=text_of, progress=progress, max_bytes=max_bytes)
 
 
 def _folder_pair(path: Path) -> list[tuple[Path, int]]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from spamguard.datasets import HAM, SPAM, Example, read_sms_tsv
+from spamguard.datasets import HAM, SPAM, Example
 from spamguard.errors import DataError
 from spamguard.paths import cache_dir
 
@@ -42,11 +42,6 @@ class Splits:
         return ", ".join(
             f"{part} {c['ham'] + c['spam']} ({c['ham']} ham, {c['spam']} spam)" for part, c in self.counts().items()
         )
-
-
-def read_sms_collection(path: Path) -> list[Example]:
-    """The SMS Spam Collection (or any `ham|spam<TAB>text` file), read by the runtime's one TSV reader."""
-    return read_sms_tsv(path)
 
 
 def download_sms_collection(progress: Callable[[str], None] = print) -> Path:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from spamguard import registry
+from spamguard.datasets import read_sms_tsv
 from spamguard.errors import BundleError, TokenizerError
 from spamguard.paths import models_dir
 from spamguard.tokenizer import encode, load_encoding
@@ -30,7 +31,6 @@ from spamguard.training.data import (
     balance,
     deduplicate,
     download_sms_collection,
-    read_sms_collection,
     split,
 )
 from spamguard.training.errors import TrainingError, WeightsError
@@ -120,7 +120,7 @@ def plan_output(job: Job) -> Output:
 def load_examples(job: Job, log: Callable[[str], None] = print) -> tuple[list[Example], str]:
     """The labelled messages and a description of where they came from (for the manifest)."""
     path = Path(job.data) if job.data is not None else download_sms_collection(progress=log)
-    examples = read_sms_collection(path)
+    examples = read_sms_tsv(path)
     source = str(path) if job.data is not None else "SMS Spam Collection (UCI)"
     return examples, source
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spamguard.datasets import read_sms_tsv
 from spamguard.mail_sources import read_labelled
-from spamguard.training.data import Splits, balance, deduplicate, read_sms_collection, split
+from spamguard.training.data import Splits, balance, deduplicate, split
 
 PROTOCOLS = {
     "P1": "SMS, deduplicated, ham undersampled to the spam count, 70/10/20 (the book's protocol)",
@@ -19,9 +20,9 @@ PROTOCOLS = {
 
 def build(protocol: str, seed: int, *, sms_file: Path, mail_dir: Path) -> Splits:
     if protocol == "P1":
-        return split(balance(deduplicate(read_sms_collection(sms_file)), seed), seed)
+        return split(balance(deduplicate(read_sms_tsv(sms_file)), seed), seed)
     if protocol == "P2":
-        return split(deduplicate(read_sms_collection(sms_file)), seed, stratify=True)
+        return split(deduplicate(read_sms_tsv(sms_file)), seed, stratify=True)
     if protocol == "P3":
         # The runtime's reader, as `spamguard train --data` and `eval --data` use it: `source` keeps each file's
         # path, for the methods that read raw mail (bogofilter, and spamguard scoring as a mail host would).

@@ -11,7 +11,7 @@ from spamguard import corpus
 from spamguard.cli import main
 from spamguard.corpus import CorpusError, entries, learn, learn_files, stats
 from spamguard.datasets import HAM, SPAM
-from spamguard.mail_sources import format_reports, read_corpus, read_mail_sources
+from spamguard.mail_sources import format_reports, read_corpus, read_labelled
 from spamguard.message_text import message_text
 from spamguard.paths import data_dir
 
@@ -87,7 +87,7 @@ def test_corpus_feeds_training_and_its_corrections_win(tmp_path: Path) -> None:
     folder.mkdir()
     _write(folder / "1", RELAYED)  # ...although it sits in the spam folder
     _write(folder / "2", make_message("Other", "genuine spam"))
-    examples, reports = read_mail_sources([(folder, SPAM)], corpus=True, text_of=TEXT)
+    examples, reports = read_labelled(sources=[(folder, SPAM)], corpus=True, text_of=TEXT)
     assert [(r.kind, r.label, r.used, r.conflicts) for r in reports] == [
         ("corpus", HAM, 1, 0),
         ("corpus", SPAM, 1, 0),

@@ -150,13 +150,13 @@ def _trained_tiny_onnx(out: Path) -> Path:
 
     import torch
 
+    from spamguard.datasets import HAM, read_sms_tsv
     from spamguard.tokenizer import encode, load_encoding
-    from spamguard.training.data import HAM, read_sms_collection
     from spamguard.training.export import export_onnx, pad_batch
     from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
 
     encoding = load_encoding(BPE_DIR / "encoder.json", BPE_DIR / "vocab.bpe")
-    filler = [e.text for e in read_sms_collection(SMS_FILE) if e.label == HAM and len(e.text) < 60][:400]
+    filler = [e.text for e in read_sms_tsv(SMS_FILE) if e.label == HAM and len(e.text) < 60][:400]
     rng = random.Random(0)
     torch.manual_seed(0)
     model = GPT2Classifier(GPTConfig(n_layer=2, n_head=2, n_embd=32, n_positions=128))

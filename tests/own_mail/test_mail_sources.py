@@ -15,7 +15,6 @@ from spamguard.mail_sources import (
     not_a_message,
     read_labelled,
     read_mail_source,
-    read_mail_sources,
     unquote_mboxrd,
 )
 from spamguard.message_text import message_text
@@ -188,7 +187,7 @@ def test_dedup_by_text_across_sources_first_label_wins(tmp_path: Path) -> None:
     spam = _maildir(tmp_path / "spam")
     _write(spam / "cur" / "9:2,S", relayed)
 
-    examples, reports = read_mail_sources([(corrections, SPAM), (ham, HAM), (spam, SPAM)], text_of=TEXT)
+    examples, reports = read_labelled(sources=[(corrections, SPAM), (ham, HAM), (spam, SPAM)], text_of=TEXT)
     assert [(r.used, r.duplicates, r.conflicts) for r in reports] == [(1, 0, 0), (1, 0, 2), (0, 1, 0)]
     assert sorted((e.text.splitlines()[0], e.label) for e in examples) == [("Other", HAM), ("Same words", SPAM)]
     assert format_reports(reports).count("\n") == 2
@@ -209,7 +208,7 @@ def test_message_detection(head: bytes, reason: str | None) -> None:
 
 
 def test_real_spamassassin_folders_read_without_loss() -> None:
-    examples, reports = read_mail_sources([(MAIL_DIR / "ham", HAM), (MAIL_DIR / "spam", SPAM)], text_of=TEXT)
+    examples, reports = read_labelled(sources=[(MAIL_DIR / "ham", HAM), (MAIL_DIR / "spam", SPAM)], text_of=TEXT)
     ham, spam = reports
     assert (ham.read, spam.read) == (1250, 250)
     for report in reports:

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from spamguard import registry
 from spamguard.bundle import load_bundle
 from spamguard.cli import main
+from spamguard.datasets import read_sms_tsv
 from spamguard.metrics import binary_metrics
 from spamguard.tokenizer import load_encoding
-from spamguard.training.data import read_sms_collection
 from spamguard.training.package import onnx_scores
 from spamguard.training.pipeline import make_splits, tokenize
 
@@ -92,7 +92,7 @@ def test_train_tiny_model_on_real_sms_file(checkpoint: Path, one_thread: object)
     assert (bundle.path / "checkpoint.safetensors").stat().st_size > 0
 
     # the recorded test figures are those of the shipped model on the same seeded test split
-    splits = make_splits(read_sms_collection(SMS_FILE), 123, log=lambda _: None)
+    splits = make_splits(read_sms_tsv(SMS_FILE), 123, log=lambda _: None)
     test = tokenize(splits.test, load_encoding(bundle.encoder_json, bundle.vocab_bpe), 48)
     scores = onnx_scores(bundle.model_path("fp32"), test.token_lists)
     assert binary_metrics(test.labels, scores, 0.5) == pytest.approx(m["metrics"]["test"])

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from spamguard.datasets import read_sms_tsv
 from spamguard.training.data import (
     HAM,
     SPAM,
@@ -11,7 +12,6 @@ from spamguard.training.data import (
     balance,
     deduplicate,
     label_counts,
-    read_sms_collection,
     split,
 )
 from spamguard.training.errors import DataError
@@ -20,14 +20,14 @@ from conftest import SMS_FILE
 
 
 def test_real_sms_file_counts() -> None:
-    examples = read_sms_collection(SMS_FILE)
+    examples = read_sms_tsv(SMS_FILE)
     assert label_counts(examples) == {"ham": 4827, "spam": 747}
     assert label_counts(deduplicate(examples)) == {"ham": 4518, "spam": 653}
     assert sum(e.text.startswith('"') for e in examples) >= 54
 
 
 def test_book_protocol_on_real_file_is_seeded_and_disjoint() -> None:
-    data = balance(deduplicate(read_sms_collection(SMS_FILE)), seed=123)
+    data = balance(deduplicate(read_sms_tsv(SMS_FILE)), seed=123)
     assert label_counts(data) == {"ham": 653, "spam": 653}
     a, b = split(data, seed=123), split(data, seed=123)
     assert a == b
@@ -47,12 +47,12 @@ def test_malformed_line_is_reported_with_its_number(tmp_path: Path) -> None:
     f = tmp_path / "sms.tsv"
     f.write_text("ham\tfine\nspam\talso fine\nhams without a tab\n")
     with pytest.raises(DataError, match=r"sms\.tsv:3: expected 'ham<TAB>text'"):
-        read_sms_collection(f)
+        read_sms_tsv(f)
 
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"data file not found: .*nope\.tsv"):
-        read_sms_collection(tmp_path / "nope.tsv")
+        read_sms_tsv(tmp_path / "nope.tsv")
 
 
 def test_balance_needs_both_classes() -> None:
