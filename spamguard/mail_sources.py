@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from spamguard.corpus import CorpusEntry, corpus_dir, entries
-from spamguard.datasets import HAM, LABEL_NAMES, SPAM, Example, read_sms_tsv
+from spamguard.datasets import HAM, LABEL_NAMES, LABELS, SPAM, Example, read_sms_tsv
 from spamguard.errors import DataError
 from spamguard.message_text import message_text
 
@@ -356,7 +356,7 @@ def read_corpus(
     files stay. Reading by age makes that harmless for training."""
     seen = seen if seen is not None else SeenTexts()
     root = root or corpus_dir()
-    reports = {name: SourceReport(str(root / name), "corpus", label) for name, label in (("ham", HAM), ("spam", SPAM))}
+    reports = {name: SourceReport(str(root / name), "corpus", label) for name, label in LABELS.items()}
     examples: list[Example] = []
     for entry in sorted(entries(root), key=lambda e: (-e.mtime, e.key)):
         examples.extend(_collect(_corpus_messages([entry], max_bytes), reports[entry.label], text_of, seen, False))
@@ -381,7 +381,7 @@ def read_sms_source(
 
 
 def _folder_pair(path: Path) -> list[tuple[Path, int]]:
-    pair = [(path / name, label) for name, label in (("ham", HAM), ("spam", SPAM))]
+    pair = [(path / name, label) for name, label in LABELS.items()]
     for folder, _ in pair:
         if not folder.exists():
             raise DataError(

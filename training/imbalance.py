@@ -15,7 +15,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from spamguard.datasets import HAM, SPAM, Example
+from spamguard.datasets import HAM, LABELS, SPAM, Example
 from spamguard.errors import DataError
 from spamguard.training.data import Splits, split
 
@@ -54,7 +54,7 @@ def require_both_classes(splits: Splits, fractions: tuple[float, float, float] =
     can be chosen by false-positive rate, and without spam in test no recall can be reported."""
     parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
     for (name, part), fraction in zip(parts.items(), fractions, strict=True):
-        for label, label_name in ((HAM, "ham"), (SPAM, "spam")):
+        for label_name, label in LABELS.items():
             if any(e.label == label for e in part):
                 continue
             total = sum(e.label == label for p in parts.values() for e in p)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from spamguard.datasets import HAM, SPAM
+from spamguard.datasets import LABEL_NAMES, LABELS
 from spamguard.errors import DataError
 from spamguard.mail_sources import SourceReport, format_reports, read_labelled
 from spamguard.training.data import Splits
@@ -30,11 +30,11 @@ class Sources:
 
     def describe(self, reports: Sequence[SourceReport]) -> str:
         """For the manifest's `training.data`: every source with what it gave."""
-        return "; ".join(f"{r.kind} {r.path} ({'ham' if r.label == HAM else 'spam'}, {r.used} used)" for r in reports)
+        return "; ".join(f"{r.kind} {r.path} ({LABEL_NAMES[r.label]}, {r.used} used)" for r in reports)
 
 
 def _require_both(reports: Sequence[SourceReport]) -> None:
-    for label, name in ((HAM, "ham"), (SPAM, "spam")):
+    for name, label in LABELS.items():
         if not any(r.used for r in reports if r.label == label):
             raise DataError(
                 f"no {name} to train on: add --{name} PATH (a Maildir, an mbox or a folder of messages), "

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from spamguard.datasets import HAM, SPAM
+from spamguard.datasets import HAM
 from spamguard.errors import DataError
 from spamguard.mail_sources import format_reports, read_labelled
 from spamguard.metrics import binary_metrics
@@ -113,7 +113,7 @@ def evaluate(
         "precision_used": clf.precision,
         "data": _describe(data, ham, spam),
         "ham": n_ham,
-        "spam": sum(e.label == SPAM for e in examples),
+        "spam": n_spam,
         "seconds": round(seconds, 3),
         "messages_per_second": round(len(examples) / seconds, 1) if seconds > 0 else None,
         **binary_metrics(labels, scores, threshold),
