@@ -26,7 +26,9 @@ import numpy as np
 import pytest
 import torch
 
-from spamguard.classifier import Classifier, length_batches, spam_probability
+from spamguard.classifier import Classifier, _session, length_batches, spam_probability
+from spamguard.datasets import read_sms_tsv
+from spamguard.training.export import pad_batch
 
 from bundles import BENCH_DIR, gpt2_124m_bundle, gpt2_124m_model
 
@@ -41,8 +43,7 @@ Scorer = Callable[[Sequence[Sequence[int]]], list[float]]
 
 
 def _sms() -> list[str]:
-    lines = SMS_FILE.read_text(encoding="utf-8").splitlines()
-    return [line.split("\t", 1)[1] for line in random.Random(0).sample(lines, N_MESSAGES)]
+    return [e.text for e in random.Random(0).sample(read_sms_tsv(SMS_FILE), N_MESSAGES)]
 
 
 def _mails() -> list[bytes]:
@@ -58,10 +59,8 @@ def _torch_scorer(model: torch.nn.Module) -> Scorer:
         lengths = [len(t) for t in token_lists]
         with torch.inference_mode():
             for batch in length_batches(lengths):
-                ids = torch.full((len(batch), max(lengths[i] for i in batch)), 50256, dtype=torch.long)
-                for row, index in enumerate(batch):
-                    ids[row, : lengths[index]] = torch.tensor(token_lists[index])
-                logits = model(ids, torch.tensor([lengths[i] for i in batch]))
+                ids, batch_lengths = pad_batch([list(token_lists[i]) for i in batch])
+                logits = model(torch.from_numpy(ids), torch.from_numpy(batch_lengths))
                 scores[batch] = spam_probability(logits.numpy())
         return scores.tolist()
 
@@ -95,15 +94,11 @@ def _traced_models() -> dict[str, Path]:
 
 
 def _session_scorer(path: Path) -> Scorer:
-    """A bare onnxruntime session, one message per run (per-tensor activation scales make a batched score
-    depend on the batch)."""
+    """A session with the Classifier's own options, one message per run (per-tensor activation scales make a
+    batched score depend on the batch)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the Classifier does
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = _session(ort, path, THREADS, ["CPUExecutionProvider"])
 
     def score(token_lists: Sequence[Sequence[int]]) -> list[float]:
         out = []
