@@ -40,11 +40,11 @@ def main() -> int:
 
     results: list[Result] = []
     notes = []
+    seeds = [int(x) for x in args.seeds.split(",") if x]
+    config = Config(threads=args.threads)
     for protocol in args.protocols.split(","):
         splits = build(protocol, args.split_seed, sms_file=args.sms, mail_dir=args.mail)
         print(f"{protocol}: {splits.counts()}", flush=True)
-        seeds = [int(x) for x in args.seeds.split(",") if x]
-        config = Config(threads=args.threads)
         methods: list[object] = [SpamguardMethod(seed, config) for seed in seeds]
         if args.base:
             methods += [SpamguardMethod(seed, config, base=args.base) for seed in seeds]

@@ -53,7 +53,8 @@ def _phases(bundle: Path, threads: int) -> dict:
 
 def _start_to_verdict(bundle: Path, threads: int) -> float:
     """Wall time of the whole command, interpreter start included, as procmail would run it."""
-    command = [str(ROOT / ".venv" / "bin" / "spamguard"), "check", "--model", str(bundle), "--threads", str(threads)]
+    spamguard = Path(sys.executable).with_name("spamguard")  # the console script of this environment
+    command = [str(spamguard), "check", "--model", str(bundle), "--threads", str(threads)]
     start = time.perf_counter()
     result = subprocess.run(command, input=SMS, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
