@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,17 @@ def spamguard_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("SPAMGUARD_HOME", str(home))
     monkeypatch.delenv("SPAMGUARD_MODEL", raising=False)
     return home
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models train fastest on one thread, above all on a shared machine (`spamguard train --threads 1`
+    sets torch's global count); restore the setting after."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from own_mail_helpers import make_maildir, make_mbox
 
@@ -37,13 +36,6 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64}
     (folder / "config.json").write_text(json.dumps(config))
     return folder
-
-
-@pytest.fixture
-def one_thread() -> object:
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from spamguard import registry
@@ -37,14 +36,6 @@ def small_data(tmp_path: Path) -> Path:
     path = tmp_path / "sms.tsv"
     path.write_text("\n".join(lines[:60]) + "\n", encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def one_thread() -> object:
-    """Tiny models train fastest on one thread, above all on a shared machine; restore the setting after."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def invoke(*args: str) -> object:
