@@ -9,6 +9,7 @@ import platformdirs
 
 APP_NAME = "spamguard"
 HOME_ENV = "SPAMGUARD_HOME"
+DATASETS_ENV = "SPAMGUARD_DATA"
 
 
 def _home() -> Path | None:
@@ -31,3 +32,11 @@ def cache_dir() -> Path:
 def models_dir() -> Path:
     """Installed bundles live here, one folder per model name."""
     return data_dir() / "models"
+
+
+def datasets_dir() -> Path:
+    """Public data sets for training and benchmarks (the SMS Spam Collection, the SpamAssassin public corpus,
+    GPT-2's BPE files), as the downloads leave them: `$SPAMGUARD_DATA` to use a local copy in the same layout
+    (this project's machines point it at `../shared/data`), else `datasets/` in the cache dir."""
+    value = os.environ.get(DATASETS_ENV)
+    return Path(value).expanduser() if value else cache_dir() / "datasets"
