@@ -24,6 +24,8 @@ from html.parser import HTMLParser
 MAX_PARSE_BYTES = 1 << 20  # a 50 MB attachment costs the same as a 1 MB one: the text parts come first
 MAX_PART_CHARS = 256 * 1024  # of one part's encoded payload
 MAX_TEXT_CHARS = 64 * 1024  # of the result
+MAIL, SMS = "mail", "sms"  # the two kinds of message (see `message_kind`)
+KINDS = (MAIL, SMS)
 
 # A mail starts with a header block: optionally an mbox "From " line, then header fields ("Name: value" with
 # RFC 5322's field-name characters, or folded continuation lines) up to a blank line or the end. It counts as
@@ -235,18 +237,32 @@ def _mail_text(message: Message) -> str:
     return "\n\n".join(t for t in (subject, body) if t)[:MAX_TEXT_CHARS]
 
 
+def message_kind(raw: str | bytes | Message) -> str:
+    """`MAIL` or `SMS`: the one rule that says which kind a message is, for training (stratified splits,
+    figures per kind) and for the runtime (which threshold applies). A parsed `Message` is a mail; text or
+    bytes are a mail when they start with a header block (`looks_like_mail`), anything else is an SMS."""
+    if isinstance(raw, Message):
+        return MAIL
+    if isinstance(raw, str):
+        head = raw[:_HEADER_SCAN_BYTES].encode("utf-8", "surrogatepass")
+    elif isinstance(raw, (bytes, bytearray, memoryview)):
+        head = bytes(raw[:_HEADER_SCAN_BYTES])
+    else:
+        raise TypeError(f"message must be str, bytes or email.message.Message, not {type(raw).__name__}")
+    return MAIL if looks_like_mail(head) else SMS
+
+
 def message_text(raw: str | bytes | Message) -> str:
     """The text the model reads for a mail (`bytes`, `str` or a parsed `Message`) or an SMS (any text that
     does not start with a mail header block: it passes through unchanged but for the length cap)."""
+    kind = message_kind(raw)
     if isinstance(raw, Message):
         return _mail_text(raw)
     if isinstance(raw, str):
-        if not looks_like_mail(raw[:_HEADER_SCAN_BYTES].encode("utf-8", "surrogatepass")):
+        if kind == SMS:
             return raw[:MAX_TEXT_CHARS]
         return _mail_text(email.message_from_string(raw[:MAX_PARSE_BYTES]))
-    if not isinstance(raw, (bytes, bytearray, memoryview)):
-        raise TypeError(f"message must be str, bytes or email.message.Message, not {type(raw).__name__}")
     raw = bytes(raw[:MAX_PARSE_BYTES])
-    if not looks_like_mail(raw):
+    if kind == SMS:
         return _decode_bytes(raw[: MAX_TEXT_CHARS * 4], None)[:MAX_TEXT_CHARS]
     return _mail_text(email.message_from_bytes(raw))
