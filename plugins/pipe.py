@@ -61,8 +61,8 @@ def fields_from_milter(message: bytes, settings: PipeSettings) -> list[Field]:
     """Ask a running `spamguard milter` (spamc/spamd style): the model stays loaded there, so each delivery
     costs a process start and a socket round trip instead of loading the model again."""
     from spamguard.errors import SpamguardError
-    from spamguard.plugins import milter_protocol as p
-    from spamguard.plugins.milter_client import MilterClient
+    from spamguard.plugins.milter import protocol as p
+    from spamguard.plugins.milter.client import MilterClient
 
     try:
         with MilterClient(settings.connect, timeout=settings.timeout) as client:  # type: ignore[arg-type]

@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from typing import Any
 
 import click
 
 from spamguard.cli.pipe import ByteSize
-from spamguard.plugins.milter_address import parse_listen
-from spamguard.plugins.milter_server import (
-    DEFAULT_LISTEN,
-    DEFAULT_TIMEOUT,
-    BatchScorer,
-    MilterServer,
+from spamguard.cli.pool_options import pool_options, pool_settings
+from spamguard.plugins.milter.address import parse_listen
+from spamguard.plugins.milter.server import DEFAULT_LISTEN, MilterServer, ServerLimits
+from spamguard.plugins.milter.session import (
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_REJECT_REPLY,
+    MilterPolicy,
 )
-from spamguard.plugins.milter_session import DEFAULT_MAX_SIZE, DEFAULT_REJECT_REPLY, MilterPolicy
+from spamguard.plugins.pool import ScoringPool
 
+LIMITS = ServerLimits()
 _REPLY = "^[45][0-9][0-9] [245]\\.[0-9]{1,3}\\.[0-9]{1,3} [ -~]+$"
 
 
@@ -54,13 +59,6 @@ def _reply(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option("--fail-closed", is_flag=True, help="Tempfail (451) instead of accepting when scoring fails.")
 @click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    help="Seconds from end of message to verdict (queueing included); past it the failure policy applies.",
-)
-@click.option(
     "--max-size",
     type=ByteSize(),
     default=DEFAULT_MAX_SIZE,
@@ -68,20 +66,42 @@ def _reply(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Score only the first SIZE bytes of a larger body (the whole message is delivered).",
 )
 @click.option(
-    "--workers",
+    "--max-headers",
     type=click.IntRange(min=1),
-    default=1,
+    default=DEFAULT_MAX_HEADERS,
     show_default=True,
-    help="Scoring threads, each scoring a batch at a time (with N workers, give each about cores/N --threads).",
+    help="Headers per message kept for scoring (the rest are delivered, not scored).",
 )
-@click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True, help="Messages per batch.")
 @click.option(
-    "--max-pending",
-    type=click.IntRange(min=1),
-    default=64,
+    "--max-header-bytes",
+    type=ByteSize(),
+    default=DEFAULT_MAX_HEADER_BYTES,
     show_default=True,
-    help="Messages allowed to wait for the model; more are handled by the failure policy at once.",
+    help="Bytes of headers per message kept for scoring.",
 )
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=LIMITS.max_connections,
+    show_default=True,
+    help="Open MTA connections; past it the connection idle longest is closed. Must fit under the file "
+    "descriptor limit (checked at start).",
+)
+@click.option(
+    "--max-buffer",
+    type=ByteSize(),
+    default=LIMITS.max_buffer,
+    show_default=True,
+    help="Bytes all connections may hold together (messages being received); past it the largest holder is closed.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=LIMITS.idle_timeout,
+    show_default=True,
+    help="Seconds a connection may stay silent between messages.",
+)
+@pool_options
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads per worker (default: one per core).")
 @click.option("--socket-mode", default="660", show_default=True, help="Permissions of a unix socket (octal).")
 def milter(
@@ -92,13 +112,15 @@ def milter(
     reject_threshold: float | None,
     reject_message: str,
     fail_closed: bool,
-    timeout: float,
     max_size: int,
-    workers: int,
-    max_batch: int,
-    max_pending: int,
+    max_headers: int,
+    max_header_bytes: int,
+    max_connections: int,
+    max_buffer: int,
+    idle_timeout: float,
     threads: int | None,
     socket_mode: str,
+    **pool: Any,
 ) -> None:
     """Run the milter: score each message at end of data, add the spamguard headers, optionally reject.
 
@@ -116,9 +138,7 @@ def milter(
     logging.getLogger("spamguard.milter").info(
         "model %s (%s), threshold %.4f", classifier.bundle.name, classifier.precision, effective
     )
-    scorer = BatchScorer(classifier, threshold=threshold, workers=workers, max_batch=max_batch, max_pending=max_pending)
-    policy = MilterPolicy(threshold, reject_threshold, reject_message, fail_closed, max_size)
-    try:
-        asyncio.run(MilterServer(scorer, policy, timeout=timeout).serve(address, socket_mode=mode))
-    finally:
-        scorer.close()
+    policy = MilterPolicy(reject_threshold, reject_message, fail_closed, max_size, max_headers, max_header_bytes)
+    limits = ServerLimits(max_connections=max_connections, max_buffer=max_buffer, idle_timeout=idle_timeout)
+    with ScoringPool(classifier, pool_settings(threshold=threshold, **pool)) as scoring:
+        asyncio.run(MilterServer(scoring, policy, limits).serve(address, socket_mode=mode))

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spamguard.errors import SpamguardError
-from spamguard.plugins import milter_protocol as p
-from spamguard.plugins.milter_address import ListenAddress, parse_listen
-from spamguard.plugins.milter_client import MTA_ACTIONS, MTA_PROTOCOL, split_message
-from spamguard.plugins.milter_session import CLOSE, MilterPolicy, MilterSession, ScoreRequest
+from spamguard.plugins.milter import protocol as p
+from spamguard.plugins.milter.address import ListenAddress, parse_listen
+from spamguard.plugins.milter.client import MTA_ACTIONS, MTA_PROTOCOL, split_message
+from spamguard.plugins.milter.session import CLOSE, MilterPolicy, MilterSession, ScoreRequest
 
 CONVERSATION = (
     p.optneg_command(MTA_ACTIONS, MTA_PROTOCOL)
@@ -255,3 +255,55 @@ def test_a_second_message_on_the_connection_starts_clean() -> None:
     assert isinstance(request, ScoreRequest)
     assert request.message == b"Subject: second\r\n\r\nbody" and request.queue_id == "NOQUEUE"
     assert session.handle(p.Quit()) is CLOSE
+
+
+def test_headers_past_the_caps_are_delivered_but_not_kept() -> None:
+    """Past max_headers or max_header_bytes a header is acknowledged and counted, not stored: a header flood
+    costs the session nothing more, and the message is scored on the headers kept (logged as dropped)."""
+    session = _session(MilterPolicy(max_headers=3, max_header_bytes=40))
+    for number in range(1000):
+        assert session.handle(p.Header(b"X-Flood", b" %d" % number)) == []
+    assert session.held_bytes == 3 * len(b"X-Flood: 0\r\n")  # three kept, 12 bytes each
+    request = session.handle(p.EndOfMessage(b"body"))
+    assert isinstance(request, ScoreRequest)
+    assert request.message == b"X-Flood: 0\r\nX-Flood: 1\r\nX-Flood: 2\r\n\r\nbody"
+    assert request.dropped_headers == 997 and request.size > 1000 * len(b"X-Flood: 0\r\n")
+    assert session.held_bytes == 0  # the content moved into the request
+    bytes_cap = _session(MilterPolicy(max_header_bytes=30))
+    for name in (b"Subject", b"To", b"From"):
+        bytes_cap.handle(p.Header(name, b" " + b"x" * 8))
+    request = bytes_cap.handle(p.EndOfMessage(b""))
+    assert isinstance(request, ScoreRequest)
+    assert request.message == b"Subject: xxxxxxxx\r\n\r\n" and request.dropped_headers == 2
+
+
+def test_forged_copies_past_the_cap_make_a_tempfail() -> None:
+    """Every forged copy of our headers is deleted, up to max_headers of them; a message with more cannot be
+    cleaned, so it is tempfailed whatever its verdict or the failure policy."""
+    session = _session(MilterPolicy(max_headers=4))
+    for _ in range(4):
+        session.handle(p.Header(b"X-Spam-Flag", b" NO"))
+    session.handle(p.EndOfMessage(b""))
+    assert not session.too_many_forged
+    packets = _decoded(session.verdict(FakeVerdict("ham", 0.1)).replies)
+    assert [(packet.code, p.decode_modification(packet).index) for packet in packets[:4]] == [
+        (p.CHGHEADER, 4), (p.CHGHEADER, 3), (p.CHGHEADER, 2), (p.CHGHEADER, 1),
+    ]  # fmt: skip
+    for _ in range(5):
+        session.handle(p.Header(b"X-Spam-Flag", b" NO"))
+    session.handle(p.EndOfMessage(b""))
+    assert session.too_many_forged
+    outcome = session.verdict(FakeVerdict("ham", 0.1))
+    assert (outcome.replies, outcome.action) == ([p.reply(p.TEMPFAIL)], "tempfail")
+    for _ in range(5):
+        session.handle(p.Header(b"x-spamguard", b" label=ham"))
+    session.handle(p.EndOfMessage(b""))
+    assert session.failure().replies == [p.reply(p.TEMPFAIL)]  # fail-open too
+
+
+def test_queue_id_is_safe_to_log() -> None:
+    session = _session()
+    session.handle(p.DefineMacros(p.BODYEOB, {"i": "4ABC\nqueue_id=forged verdict=ham " + "x" * 500}))
+    request = session.handle(p.EndOfMessage(b""))
+    assert isinstance(request, ScoreRequest)
+    assert request.queue_id == "4ABC?queue_id?forged?verdict?ham?" + "x" * 31 and len(request.queue_id) == 64

@@ -4,7 +4,6 @@ OpenDKIM's miltertest as an independent MTA-side implementation of the protocol.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -18,13 +17,11 @@ import pytest
 from click.testing import CliRunner
 from mailstack import SPAMGUARD, Milter, public_dir, require, running_milter, wait_for
 
-from spamguard import Classifier
 from spamguard.cli import main
 from spamguard.errors import BundleError
-from spamguard.plugins import milter_protocol as p
-from spamguard.plugins.milter_address import parse_listen
-from spamguard.plugins.milter_client import MTA_ACTIONS, MTA_PROTOCOL, MilterClient
-from spamguard.plugins.milter_server import BatchScorer, Overloaded
+from spamguard.plugins.milter import protocol as p
+from spamguard.plugins.milter.address import parse_listen
+from spamguard.plugins.milter.client import MTA_ACTIONS, MTA_PROTOCOL, MilterClient
 from spamguard.registry import resolve
 
 from conftest import MAIL_DIR
@@ -119,11 +116,11 @@ BAD_STREAMS = {
 
 @pytest.mark.parametrize("stream", BAD_STREAMS.values(), ids=BAD_STREAMS.keys())
 def test_bad_packets_close_the_connection_and_the_server_lives(milter: Milter, stream: bytes) -> None:
-    errors_before = len(milter.lines("protocol error"))
     with _connect(milter.address) as sock:
         sock.sendall(stream)
         assert _closed_by_server(sock)
-    wait_for(lambda: len(milter.lines("protocol error")) == errors_before + 1, 5, "the protocol error log line")
+    # logged, a few lines per 10 s at most (the eight streams here arrive faster than that)
+    wait_for(lambda: milter.lines("closing connection: protocol error: "), 5, "a protocol error log line")
     assert milter.alive() and _served(milter) == p.ACCEPT
 
 
@@ -239,29 +236,3 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         )
         in result.output
     )
-
-
-def test_scoring_pool_batches_and_refuses_beyond_its_bound(tiny_bundle: Path) -> None:
-    """The pool with the real tiny model: messages arriving together are scored as one batch with the same
-    verdicts as alone, and past `max_pending` a message is refused at once (the server then applies the
-    failure policy) instead of queueing."""
-    classifier = Classifier.load(tiny_bundle)
-    messages = [path.read_bytes() for path in sorted(MAIL_DIR.glob("*/*"))[:6]]
-    alone = [classifier.classify(message) for message in messages]
-
-    async def together(scorer: BatchScorer) -> list[object]:
-        return await asyncio.gather(*(scorer.classify(m) for m in messages), return_exceptions=True)
-
-    pool = BatchScorer(classifier, max_batch=8, max_pending=8)
-    try:
-        verdicts = asyncio.run(together(pool))
-    finally:
-        pool.close()
-    assert [v.score for v in verdicts] == pytest.approx([v.score for v in alone], abs=1e-5)  # type: ignore[union-attr]
-    small = BatchScorer(classifier, max_pending=2)
-    try:
-        results = asyncio.run(together(small))
-    finally:
-        small.close()
-    assert [type(r).__name__ for r in results] == ["Verdict", "Verdict"] + ["Overloaded"] * 4
-    assert str(results[2]) == "2 messages already waiting for the model" and isinstance(results[2], Overloaded)

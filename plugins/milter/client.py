@@ -7,9 +7,9 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 
-from spamguard.plugins import milter_protocol as p
 from spamguard.plugins.headers import header_fields
-from spamguard.plugins.milter_address import ListenAddress, parse_listen
+from spamguard.plugins.milter import protocol as p
+from spamguard.plugins.milter.address import ListenAddress, parse_listen
 
 CHUNK = 65535
 # What Postfix 3.7 offers: every action but the newer MDS sizes, every protocol flag up to SMFIP_HDR_LEADSPC.

@@ -94,9 +94,9 @@ SMFIM_DATA = 4
 SMFIM_EOM = 5
 SMFIM_EOH = 6
 
-# Body chunks are at most 65535 bytes (Postfix sends 65535 + the command byte), and Postfix's default
+# Body chunks are at most 65535 bytes (Postfix and Sendmail send 65535 + the command byte), and Postfix's default
 # header_size_limit is 100 KiB. Anything much larger is a broken or hostile peer; refuse it before buffering it.
-MAX_PACKET = 1 << 20
+MAX_PACKET = 256 * 1024
 _LENGTH = struct.Struct(">I")
 
 

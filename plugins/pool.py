@@ -1,0 +1,315 @@
+"""The scoring pool every server front door shares (milter, spamd, HTTP): `await pool.classify(message)` gives a
+`Verdict` or raises a `PoolError`, on which the front door applies its failure policy (accept unscored,
+tempfail, an error status).
+
+A message passes two stages:
+1. prepare (`plugins.extraction`): its kind and the token ids the model reads, in one of `extract_workers`
+   processes, each message within `extract_timeout`. A message that makes the mail or HTML parser slow holds
+   its own slot until the deadline kills that process; the other slots go on serving everybody else.
+2. score: `workers` threads in this process, each taking whatever prepared messages are waiting (up to
+   `max_batch`) as one onnxruntime batch; onnxruntime releases the GIL, so the event loop stays responsive.
+A verdict cache belongs between the two (the same kind and tokens get the same verdict from the same model).
+
+Every message is bounded: at most `max_pending` are admitted at a time (queued or in progress; past that
+`Overloaded` at once instead of a queue that grows), each gets at most `timeout` seconds from admission to
+verdict (`PoolTimeout`), its text extraction at most `extract_timeout` (`ExtractionTimeout`); anything else
+that goes wrong is `ScoringFailed`. `stats()` counts all of it for logs and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from spamguard.errors import SpamguardError
+from spamguard.message_text import MAX_PARSE_BYTES
+from spamguard.plugins.extraction import ExtractionError, ExtractionProcess, Prepared
+from spamguard.plugins.pipe import describe_error
+
+if TYPE_CHECKING:
+    from spamguard.classifier import Classifier, Verdict
+
+log = logging.getLogger("spamguard.pool")
+
+# Seconds from admission to answer. Prometheus' default buckets, with 30 s for a long --timeout.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class PoolError(SpamguardError):
+    """No verdict for this message; `reason` names the kind of failure for counters and metric labels."""
+
+    reason = "failure"
+
+
+class Overloaded(PoolError):
+    """`max_pending` messages are already admitted: this one is refused at once instead of queueing."""
+
+    reason = "overload"
+
+
+class PoolTimeout(PoolError):
+    """No verdict within `timeout` seconds of admission (queueing included)."""
+
+    reason = "timeout"
+
+
+class ExtractionTimeout(PoolTimeout):
+    """The message's text extraction outlasted `extract_timeout`; its process was killed and replaced."""
+
+    reason = "extraction_timeout"
+
+
+class ScoringFailed(PoolError):
+    """Text extraction or the model raised, or an extraction process died, on this message."""
+
+    reason = "failure"
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    threshold: float | None = None  # None: the bundle's
+    workers: int = 1  # scoring threads (give each about cores/workers onnxruntime threads)
+    max_batch: int = 16  # prepared messages per onnxruntime run
+    max_pending: int = 64  # messages admitted at a time
+    timeout: float = 10.0  # seconds from admission to verdict
+    extract_workers: int = 2  # text extraction processes
+    extract_timeout: float = 2.0  # seconds for one message's text extraction and tokenization
+    extract_memory: int | None = 512 * 1024**2  # address-space limit of each extraction process (bytes)
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot for logs and metrics (counters since start; the HTTP front door exports them to Prometheus)."""
+
+    pending: int  # admitted and not answered yet (a gauge)
+    max_pending: int
+    waiting_extraction: int  # admitted, waiting for an extraction process
+    waiting_scoring: int  # prepared, waiting for a scoring thread
+    verdicts: dict[tuple[str, str], int]  # (kind, label) -> messages answered with a verdict
+    errors: dict[str, int]  # PoolError.reason -> messages answered with that error
+    extraction_restarts: int  # extraction processes killed (timeout) or found dead, and replaced
+    latency_buckets: tuple[tuple[float, int], ...]  # (upper bound in s, answers at or under it), cumulative, inf last
+    latency_sum: float  # seconds, over every admitted message answered
+    latency_count: int
+
+
+@dataclass
+class _Job:
+    message: bytes
+    future: asyncio.Future[Verdict]
+    loop: asyncio.AbstractEventLoop
+    prepared: Prepared | None = None
+
+
+def _settle(future: asyncio.Future[Verdict], result: Verdict | PoolError) -> None:
+    if future.done():  # the waiter gave up (timeout, cancelled)
+        return
+    if isinstance(result, PoolError):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class ScoringPool:
+    """One loaded model behind a bounded, batched, isolated queue. Create it once per process (it starts its
+    threads and extraction processes), share it between front doors, `close()` it at the end."""
+
+    def __init__(self, classifier: Classifier, settings: PoolSettings | None = None) -> None:
+        self.classifier = classifier
+        self.settings = settings = settings or PoolSettings()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._closed = False
+        self._verdicts: Counter[tuple[str, str]] = Counter()
+        self._errors: Counter[str] = Counter()
+        self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._latency_sum = 0.0
+        self._extract_queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._score_queue: queue.SimpleQueue[tuple[_Job, Prepared] | None] = queue.SimpleQueue()
+        bundle = classifier.bundle
+        self._slots = [
+            ExtractionProcess(classifier.encoding, bundle.max_tokens, memory_limit=settings.extract_memory)
+            for _ in range(settings.extract_workers)
+        ]
+        try:
+            for slot in self._slots:
+                slot.start()
+        except ExtractionError:
+            for slot in self._slots:
+                slot.close()
+            raise
+        self._threads = [
+            threading.Thread(target=self._extract, args=(slot,), name=f"spamguard-extract-{i}", daemon=True)
+            for i, slot in enumerate(self._slots)
+        ] + [
+            threading.Thread(target=self._score, name=f"spamguard-score-{i}", daemon=True)
+            for i in range(settings.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # --- the front doors' side (event loop) ----------------------------------------------------------------
+
+    async def classify(self, message: bytes) -> Verdict:
+        """The verdict on one message (raw mail bytes or SMS text as bytes), or a PoolError saying why not."""
+        with self._lock:
+            if self._closed:
+                raise ScoringFailed("the scoring pool is stopped")
+            if self._pending >= self.settings.max_pending:
+                self._errors[Overloaded.reason] += 1
+                raise Overloaded(f"{self._pending} messages already waiting for the model")
+            self._pending += 1
+        start = time.monotonic()
+        loop = asyncio.get_running_loop()
+        # message_text reads no further than MAX_PARSE_BYTES: the extraction process gets no more than that
+        job = _Job(bytes(message[:MAX_PARSE_BYTES]), loop.create_future(), loop)
+        self._extract_queue.put(job)
+        try:
+            verdict = await asyncio.wait_for(job.future, self.settings.timeout)
+        except TimeoutError:
+            self._answered(start, error=PoolTimeout.reason)
+            raise PoolTimeout(f"scoring timed out after {self.settings.timeout:g} s") from None
+        except PoolError as exc:
+            self._answered(start, error=exc.reason)
+            raise
+        finally:
+            with self._lock:
+                self._pending -= 1
+        self._answered(start, verdict=(job.prepared.kind if job.prepared else "", verdict.label))
+        return verdict
+
+    def _answered(self, start: float, *, verdict: tuple[str, str] | None = None, error: str = "") -> None:
+        seconds = time.monotonic() - start
+        with self._lock:
+            if verdict is not None:
+                self._verdicts[verdict] += 1
+            else:
+                self._errors[error] += 1
+            self._latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self._latency_sum += seconds
+
+    def stats(self) -> PoolStats:
+        with self._lock:
+            cumulative, total = [], 0
+            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self._latency_counts, strict=True):
+                total += count
+                cumulative.append((bound, total))
+            return PoolStats(
+                pending=self._pending,
+                max_pending=self.settings.max_pending,
+                waiting_extraction=self._extract_queue.qsize(),
+                waiting_scoring=self._score_queue.qsize(),
+                verdicts=dict(self._verdicts),
+                errors=dict(self._errors),
+                extraction_restarts=sum(slot.restarts for slot in self._slots),
+                latency_buckets=tuple(cumulative),
+                latency_sum=self._latency_sum,
+                latency_count=total,
+            )
+
+    @property
+    def extraction_pids(self) -> list[int]:
+        """Process ids of the extraction processes now running (for `ps` and for the tests)."""
+        return [pid for pid in (slot.pid for slot in self._slots) if pid is not None]
+
+    # --- worker threads -----------------------------------------------------------------------------------------
+
+    def _resolve(self, job: _Job, result: Verdict | PoolError) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            job.loop.call_soon_threadsafe(_settle, job.future, result)
+
+    def _extract(self, slot: ExtractionProcess) -> None:
+        """One extraction process's thread: prepare a message, hand it to the scorers; on a timeout or a death
+        answer the message, then start the replacement before taking the next one."""
+        while (job := self._extract_queue.get()) is not None:
+            if job.future.done():
+                continue
+            try:
+                prepared = slot.prepare(job.message, self.settings.extract_timeout)
+            except ExtractionError as exc:
+                self._resolve(job, ExtractionTimeout(str(exc)) if exc.timed_out else ScoringFailed(str(exc)))
+                try:
+                    slot.start()
+                except ExtractionError as start_failed:
+                    log.warning("%s", start_failed)  # the next message tries again, and fails if it must
+                continue
+            job.prepared = prepared  # read by classify() once the verdict is in, for the counts by kind
+            self._score_queue.put((job, prepared))
+
+    def _take_batch(self) -> list[tuple[_Job, Prepared]] | None:
+        first = self._score_queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < self.settings.max_batch:
+            try:
+                item = self._score_queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._score_queue.put(None)  # finish this batch, then stop
+                break
+            batch.append(item)
+        return [item for item in batch if not item[0].future.done()]  # nobody waits for these any more
+
+    def _score(self) -> None:
+        while (batch := self._take_batch()) is not None:
+            if not batch:
+                continue
+            prepared = [item for _, item in batch]
+            try:
+                results: list[Verdict | PoolError] = self._verdicts_for(prepared)
+            except Exception:
+                # one bad message must not fail the messages batched with it: score them one by one
+                results = [self._one(item) for item in prepared]
+            for (job, _), result in zip(batch, results, strict=True):
+                self._resolve(job, result)
+
+    def _one(self, prepared: Prepared) -> Verdict | PoolError:
+        try:
+            return self._verdicts_for([prepared])[0]
+        except Exception as exc:  # MemoryError included: this message's failure, not the server's
+            return ScoringFailed(describe_error(exc))
+
+    def _verdicts_for(self, prepared: list[Prepared]) -> list[Verdict | PoolError]:
+        scores = self.classifier.score_tokens([item.tokens for item in prepared])
+        return [self.classifier.verdict(score, self.settings.threshold) for score in scores]
+
+    # --- shutdown -------------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the threads and the extraction processes; messages still queued get ScoringFailed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for _ in self._slots:
+            self._extract_queue.put(None)
+        for _ in range(self.settings.workers):
+            self._score_queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for slot in self._slots:
+            slot.close()
+        stopped = ScoringFailed("the scoring pool is stopped")
+        for stage in (self._extract_queue, self._score_queue):
+            while True:
+                try:
+                    item = stage.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    self._resolve(item[0] if isinstance(item, tuple) else item, stopped)
+
+    def __enter__(self) -> ScoringPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
