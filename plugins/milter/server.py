@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
 import socket
 import stat
-import struct
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ from spamguard.plugins.milter import protocol as p
 from spamguard.plugins.milter.address import ListenAddress
 from spamguard.plugins.milter.session import CLOSE, MilterPolicy, MilterSession, Outcome, ScoreRequest
 from spamguard.plugins.pool import PoolError, ScoringPool
-from spamguard.plugins.server_guards import ThrottledLog, ensure_descriptors, release_free_memory
+from spamguard.plugins.server_guards import ThrottledLog, ensure_descriptors, peer_identity, release_free_memory
 
 log = logging.getLogger("spamguard.milter")
 
@@ -38,6 +38,7 @@ READ_SIZE = 64 * 1024
 # for its verdict, say): a milter packet is at most 64 KiB of body
 STREAM_LIMIT = 64 * 1024
 TRIM_AFTER = 256 * 1024  # a connection that held this much: hand the freed memory back once it is gone
+TRIM_AFTER_CLOSED = 100  # or this many connections closed since the last time
 HOUSEKEEPING_INTERVAL = 1.0
 
 
@@ -52,13 +53,15 @@ class ServerLimits:
 class _Connection:
     """What the server tracks of one connection to pick whom to close at a cap."""
 
-    __slots__ = ("busy", "closed_by_us", "held", "last_packet", "peak", "peer", "writer")
+    __slots__ = ("busy", "closed_by_us", "held", "last_packet", "messages", "peak", "peer", "session", "writer")
 
-    def __init__(self, writer: asyncio.StreamWriter, peer: str, now: float) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, session: MilterSession, peer: str, now: float) -> None:
         self.writer = writer
+        self.session = session
         self.peer = peer  # the uid behind a unix socket, the address behind TCP: who holds how many
         self.last_packet = now  # accepted, or the last complete packet
         self.busy = False  # waiting for its verdict: never closed to make room
+        self.messages = 0  # messages it brought to the end: an MTA's connection, closed last at the cap
         self.held = 0  # bytes counted against max_buffer
         self.peak = 0
         self.closed_by_us = ""  # why we closed it (cap, buffer), for its own log line not to repeat it
@@ -66,11 +69,10 @@ class _Connection:
 
 def _peer(writer: asyncio.StreamWriter) -> str:
     sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family == socket.AF_UNIX and hasattr(socket, "SO_PEERCRED"):
-        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-        return f"uid {uid}"
-    peer = writer.get_extra_info("peername")
-    return str(peer[0]) if isinstance(peer, tuple) else "unknown"
+    try:
+        return peer_identity(sock) if sock is not None else "unknown"
+    except OSError:  # gone already
+        return "unknown"
 
 
 class _Closed(Exception):
@@ -95,6 +97,7 @@ class MilterServer:
         self._held = 0  # sum of every connection's `held`
         self._notes = ThrottledLog(log)
         self._trim_due = False
+        self._closed_since_trim = 0
         self.closed_at_cap: Counter[str] = Counter()  # connections we closed, by reason (for the stop line)
 
     # --- one connection -----------------------------------------------------------------------------------------
@@ -103,12 +106,12 @@ class MilterServer:
         task = asyncio.current_task()
         assert task is not None  # asyncio runs each connection's callback as a task
         loop = asyncio.get_running_loop()
-        conn = _Connection(writer, _peer(writer), loop.time())
+        session = MilterSession(self.policy)
+        conn = _Connection(writer, session, _peer(writer), loop.time())
         if len(self._connections) >= self.limits.max_connections and not self._make_room(conn):
             writer.transport.abort()
             return
         self._connections[task] = conn
-        session = MilterSession(self.policy)
         packets = p.PacketReader()
         try:
             while True:
@@ -131,6 +134,7 @@ class MilterServer:
                             result = (await self.decide(session, result)).replies
                         finally:
                             conn.busy = False
+                        conn.messages += 1
                     writer.write(b"".join(result))  # type: ignore[arg-type]
                 self._account(conn, packets, session)
                 await writer.drain()
@@ -148,6 +152,7 @@ class MilterServer:
             writer.transport.abort()
             del self._connections[task]
             self._held -= conn.held
+            self._closed_since_trim += 1
             if conn.peak >= TRIM_AFTER:
                 self._trim_due = True
 
@@ -171,8 +176,9 @@ class MilterServer:
     # --- the caps ----------------------------------------------------------------------------------------------------
 
     def _make_room(self, newcomer: _Connection) -> bool:
-        """At the connection cap: close the connection idle longest, among those of the peer (uid or address)
-        holding the most; never one waiting for its verdict. False when there is none to close."""
+        """At the connection cap: close one connection of the peer (uid or address) holding the most, never one
+        waiting for its verdict: one that has not negotiated, else one that has brought no message to its end,
+        else the one idle longest. False when there is none to close."""
         candidates = [c for c in self._connections.values() if not c.busy and not c.closed_by_us]
         if not candidates:
             self._notes.warning(
@@ -182,7 +188,10 @@ class MilterServer:
             return False
         held_by = Counter(c.peer for c in candidates)
         most = max(held_by.values())
-        victim = min((c for c in candidates if held_by[c.peer] == most), key=lambda c: c.last_packet)
+        victim = min(
+            (c for c in candidates if held_by[c.peer] == most),
+            key=lambda c: (c.messages > 0, c.session.negotiated, c.last_packet),
+        )
         idle = asyncio.get_running_loop().time() - victim.last_packet
         self._close(victim, "connection-limit")
         self._notes.warning(
@@ -273,12 +282,23 @@ class MilterServer:
         self._notes.warning("event-loop", "%s%s", context.get("message", "event loop error"), f": {exc}" if exc else "")
 
     async def _housekeeping(self) -> None:
+        """Every second: the throttled log's summaries, and freed memory handed back after a flood. A trim runs
+        when a connection that held much closed, or many closed (2,000 idle connections are tens of MB of
+        small objects), and once more in the round after, for whatever closed while it ran."""
+        trimmed_last_round = False
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             self._notes.flush()
-            if self._trim_due:
-                self._trim_due = False
+            closed = self._closed_since_trim
+            if self._trim_due or closed >= TRIM_AFTER_CLOSED or (trimmed_last_round and closed):
+                self._trim_due, self._closed_since_trim = False, 0
+                # a closed connection's buffers can sit in reference cycles (a cancelled read's exception and
+                # its frames) until the collector's next full pass, which may be far off
+                gc.collect()
                 release_free_memory()
+                trimmed_last_round = True
+            else:
+                trimmed_last_round = False
 
     async def serve(self, address: ListenAddress, *, socket_mode: int = 0o660) -> None:
         """Serve until SIGTERM or SIGINT; connections in progress get a short grace period, after which Postfix
@@ -310,7 +330,7 @@ class MilterServer:
         if address.kind == "unix":
             with contextlib.suppress(OSError):
                 Path(address.path).unlink()
-        self._notes.flush()
+        self._notes.flush(final=True)
         log.info("%s", self.summary())
 
     def summary(self) -> str:

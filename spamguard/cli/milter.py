@@ -84,8 +84,8 @@ def _reply(ctx: click.Context, param: click.Parameter, value: str) -> str:
     type=click.IntRange(min=1),
     default=LIMITS.max_connections,
     show_default=True,
-    help="Open MTA connections; past it the connection idle longest is closed. Must fit under the file "
-    "descriptor limit (checked at start).",
+    help="Open MTA connections; past it one of the connections of whoever holds the most (uid or address) is "
+    "closed. Must fit under the file descriptor limit (checked at start).",
 )
 @click.option(
     "--max-buffer",
@@ -100,6 +100,13 @@ def _reply(ctx: click.Context, param: click.Parameter, value: str) -> str:
     default=LIMITS.idle_timeout,
     show_default=True,
     help="Seconds a connection may stay silent between messages.",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=LIMITS.read_timeout,
+    show_default=True,
+    help="Seconds to negotiate after connecting, and to finish a packet once started.",
 )
 @pool_options
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads per worker (default: one per core).")
@@ -118,6 +125,7 @@ def milter(
     max_connections: int,
     max_buffer: int,
     idle_timeout: float,
+    read_timeout: float,
     threads: int | None,
     socket_mode: str,
     **pool: Any,
@@ -139,6 +147,6 @@ def milter(
         "model %s (%s), threshold %.4f", classifier.bundle.name, classifier.precision, effective
     )
     policy = MilterPolicy(reject_threshold, reject_message, fail_closed, max_size, max_headers, max_header_bytes)
-    limits = ServerLimits(max_connections=max_connections, max_buffer=max_buffer, idle_timeout=idle_timeout)
+    limits = ServerLimits(max_connections, max_buffer, idle_timeout, read_timeout)
     with ScoringPool(classifier, pool_settings(threshold=threshold, **pool)) as scoring:
         asyncio.run(MilterServer(scoring, policy, limits).serve(address, socket_mode=mode))

@@ -62,6 +62,26 @@ def public_dir(prefix: str) -> Path:
     return path
 
 
+def milter_socket(address: str, timeout: float = 10) -> socket.socket:
+    """A raw TCP connection to a milter at `inet:HOST:PORT`, for speaking (or breaking) the protocol by hand."""
+    host, port = address.removeprefix("inet:").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Read (and drop) whatever the server still sends; True once it closes its end, False on a timeout."""
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
 @dataclass
 class Milter:
     process: subprocess.Popen
@@ -73,6 +93,12 @@ class Milter:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def rss(self, field: str = "VmRSS") -> int:
+        """Resident memory of the milter process itself (its extraction processes are separate), in bytes; `VmHWM`
+        for its peak so far."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(status.split(f"{field}:")[1].split()[0]) * 1024
 
 
 @contextmanager

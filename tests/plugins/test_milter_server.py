@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -15,7 +14,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from mailstack import SPAMGUARD, Milter, public_dir, require, running_milter, wait_for
+from mailstack import (
+    SPAMGUARD,
+    Milter,
+    closed_by_server,
+    milter_socket,
+    public_dir,
+    require,
+    running_milter,
+    wait_for,
+)
 
 from spamguard.cli import main
 from spamguard.errors import BundleError
@@ -34,25 +42,6 @@ FORGED = b"X-Spam-Flag: YES\nSubject: hello\nx-spamguard: label=spam\n\nHello th
 def milter(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Milter]:
     with running_milter(tiny_bundle, log=tmp_path_factory.mktemp("milter") / "milter.log") as running:
         yield running
-
-
-def _connect(address: str) -> socket.socket:
-    target = parse_listen(address)
-    sock = socket.create_connection((target.host, target.port), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def _closed_by_server(sock: socket.socket) -> bool:
-    """Read (and drop) whatever the server still sends; True once it closes its end."""
-    try:
-        while sock.recv(65536):
-            pass
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        return True
-    return True
 
 
 def _served(milter: Milter) -> p.Packet | None:
@@ -90,7 +79,7 @@ def test_packets_cut_into_single_bytes(milter: Milter) -> None:
         + p.encode_packet(p.BODY, b"Hello there.\r\n")
         + p.encode_packet(p.BODYEOB)
     )
-    with _connect(milter.address) as sock:
+    with milter_socket(milter.address) as sock:
         for index in range(len(conversation)):
             sock.sendall(conversation[index : index + 1])
             time.sleep(0.001)
@@ -116,16 +105,16 @@ BAD_STREAMS = {
 
 @pytest.mark.parametrize("stream", BAD_STREAMS.values(), ids=BAD_STREAMS.keys())
 def test_bad_packets_close_the_connection_and_the_server_lives(milter: Milter, stream: bytes) -> None:
-    with _connect(milter.address) as sock:
+    with milter_socket(milter.address) as sock:
         sock.sendall(stream)
-        assert _closed_by_server(sock)
+        assert closed_by_server(sock)
     # logged, a few lines per 10 s at most (the eight streams here arrive faster than that)
     wait_for(lambda: milter.lines("closing connection: protocol error: "), 5, "a protocol error log line")
     assert milter.alive() and _served(milter) == p.ACCEPT
 
 
 def test_peer_vanishing_inside_a_packet(milter: Milter) -> None:
-    with _connect(milter.address) as sock:
+    with milter_socket(milter.address) as sock:
         sock.sendall(p.optneg_command(MTA_ACTIONS, MTA_PROTOCOL) + p.header_command(b"Subject", b"x" * 500)[:100])
         sock.recv(1024)
     wait_for(lambda: milter.lines("connection closed inside a packet"), 5, "the log line")
