@@ -72,7 +72,7 @@ class ScoringFailed(PoolError):
     reason = "failure"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PoolSettings:
     threshold: float | None = None  # None: the bundle's
     workers: int = 1  # scoring threads (give each about cores/workers onnxruntime threads)
@@ -98,6 +98,15 @@ class PoolStats:
     latency_buckets: tuple[tuple[float, int], ...]  # (upper bound in s, answers at or under it), cumulative, inf last
     latency_sum: float  # seconds, over every admitted message answered
     latency_count: int
+
+    def line(self) -> str:
+        """One log line: answers by kind and label, errors by reason, restarts, mean latency."""
+        parts = [f"{kind}/{label}={count}" for (kind, label), count in sorted(self.verdicts.items())]
+        parts += [f"error_{reason}={count}" for reason, count in sorted(self.errors.items())]
+        parts.append(f"extraction_restarts={self.extraction_restarts}")
+        if self.latency_count:
+            parts.append(f"mean_ms={1000 * self.latency_sum / self.latency_count:.1f}")
+        return "scoring pool: " + " ".join(parts)
 
 
 @dataclass
@@ -213,6 +222,11 @@ class ScoringPool:
                 latency_sum=self._latency_sum,
                 latency_count=total,
             )
+
+    @property
+    def pending(self) -> int:
+        """Messages admitted and not yet answered, all front doors together (the queue depth gauge)."""
+        return self._pending
 
     @property
     def extraction_pids(self) -> list[int]:

@@ -27,6 +27,7 @@ from spamguard.errors import SpamguardError
 from spamguard.plugins.milter import protocol as p
 from spamguard.plugins.milter.address import ListenAddress
 from spamguard.plugins.milter.session import CLOSE, MilterPolicy, MilterSession, Outcome, ScoreRequest
+from spamguard.plugins.pipe import describe_error
 from spamguard.plugins.pool import PoolError, ScoringPool
 from spamguard.plugins.server_guards import ThrottledLog, ensure_descriptors, peer_identity, release_free_memory
 
@@ -42,7 +43,7 @@ TRIM_AFTER_CLOSED = 100  # or this many connections closed since the last time
 HOUSEKEEPING_INTERVAL = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ServerLimits:
     max_connections: int = 500  # open MTA connections; past it the one idle longest is closed
     max_buffer: int = 64 * 1024 * 1024  # bytes all connections hold (partial packets, messages not yet scored)
@@ -98,6 +99,7 @@ class MilterServer:
         self._notes = ThrottledLog(log)
         self._trim_due = False
         self._closed_since_trim = 0
+        self._housekeeping_task: asyncio.Task[None] | None = None
         self.closed_at_cap: Counter[str] = Counter()  # connections we closed, by reason (for the stop line)
 
     # --- one connection -----------------------------------------------------------------------------------------
@@ -146,8 +148,8 @@ class MilterServer:
             self._notes.warning("timeout", "closing connection: %s", self._timeout_reason(session, packets))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the MTA went away (its own timeout, a restart) or we closed it at a cap: nothing to answer
-        except Exception:
-            self._notes.warning("internal", "closing connection: internal error", exc_info=True)
+        except Exception as exc:  # a bug: this connection ends (the MTA applies its default action), others go on
+            self._notes.warning("internal", "closing connection: internal error: %s", describe_error(exc))
         finally:
             writer.transport.abort()
             del self._connections[task]
@@ -261,20 +263,52 @@ class MilterServer:
     # --- the listener --------------------------------------------------------------------------------------------
 
     async def start(self, address: ListenAddress, *, socket_mode: int = 0o660) -> asyncio.base_events.Server:
-        if address.kind == "unix":
-            path = Path(address.path)
-            if path.exists() or path.is_symlink():
-                if not stat.S_ISSOCK(path.lstat().st_mode):
-                    raise SpamguardError(f"cannot listen on {address}: {path} exists and is not a socket")
-                if _answers(path):
-                    raise SpamguardError(f"cannot listen on {address}: another process is listening there")
-                path.unlink()  # a stale socket from a previous run
-            server = await asyncio.start_unix_server(self.handle_connection, path=str(path), limit=STREAM_LIMIT)
-            os.chmod(path, socket_mode)
-            return server
-        return await asyncio.start_server(
-            self.handle_connection, host=address.host, port=address.port, limit=STREAM_LIMIT
-        )
+        """Listen (a front door of `spamguard serve` calls this, then `stop()`): checks that the connection cap fits
+        the descriptor limit, and starts the housekeeping (throttled log summaries, memory handed back)."""
+        ensure_descriptors(self.limits.max_connections)
+        server = await self._listen(address, socket_mode)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self._loop_error)
+        self._housekeeping_task = asyncio.create_task(self._housekeeping())
+        return server
+
+    async def _listen(self, address: ListenAddress, socket_mode: int) -> asyncio.base_events.Server:
+        try:
+            if address.kind == "unix":
+                path = Path(address.path)
+                if path.exists() or path.is_symlink():
+                    if not stat.S_ISSOCK(path.lstat().st_mode):
+                        raise SpamguardError(f"cannot listen on {address}: {path} exists and is not a socket")
+                    if _answers(path):
+                        raise SpamguardError(f"cannot listen on {address}: another process is listening there")
+                    path.unlink()  # a stale socket from a previous run
+                server = await asyncio.start_unix_server(self.handle_connection, path=str(path), limit=STREAM_LIMIT)
+                os.chmod(path, socket_mode)
+                return server
+            return await asyncio.start_server(
+                self.handle_connection, host=address.host, port=address.port, limit=STREAM_LIMIT
+            )
+        except OSError as exc:
+            raise SpamguardError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+
+    @property
+    def connections(self) -> set[asyncio.Task[Any]]:
+        """The tasks of the open connections (to wait for, or cancel, at shutdown)."""
+        return set(self._connections)
+
+    async def stop(self, server: asyncio.base_events.Server, *, grace: float = 2.0) -> None:
+        """Stop listening, give open conversations `grace` seconds (after which the MTA applies its
+        milter_default_action to whatever they carried), then close the rest; one summary line."""
+        server.close()
+        if self._connections:
+            await asyncio.wait(self.connections, timeout=grace)
+        for task in self.connections:
+            task.cancel()
+        if self._housekeeping_task is not None:
+            self._housekeeping_task.cancel()
+        self._notes.flush(final=True)
+        closed = " ".join(f"{reason}={count}" for reason, count in sorted(self.closed_at_cap.items()))
+        log.info("connections closed at a cap: %s", closed or "none")
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """asyncio's own errors (accept() out of descriptors, say) as throttled one-line warnings."""
@@ -301,46 +335,21 @@ class MilterServer:
                 trimmed_last_round = False
 
     async def serve(self, address: ListenAddress, *, socket_mode: int = 0o660) -> None:
-        """Serve until SIGTERM or SIGINT; connections in progress get a short grace period, after which Postfix
-        applies its milter_default_action to whatever they carried."""
-        ensure_descriptors(self.limits.max_connections)
-        try:
-            server = await self.start(address, socket_mode=socket_mode)
-        except OSError as exc:
-            raise SpamguardError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+        """`spamguard milter`: serve until SIGTERM or SIGINT, then stop (see `stop`) and log what the pool did."""
+        server = await self.start(address, socket_mode=socket_mode)
         bound = address
         if address.kind == "inet":
             host, port = server.sockets[0].getsockname()[:2]
             bound = ListenAddress("inet", host=host, port=port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(self._loop_error)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        housekeeping = asyncio.create_task(self._housekeeping())
         log.info("listening on %s", bound)
         await stop.wait()
         log.info("stopping")
-        housekeeping.cancel()
-        server.close()
-        if self._connections:
-            await asyncio.wait(set(self._connections), timeout=2)
-        for task in list(self._connections):
-            task.cancel()
+        await self.stop(server)
         if address.kind == "unix":
             with contextlib.suppress(OSError):
                 Path(address.path).unlink()
-        self._notes.flush(final=True)
-        log.info("%s", self.summary())
-
-    def summary(self) -> str:
-        """One line of what happened since start, for the stop line and a metrics exporter's logs."""
-        stats = self.pool.stats()
-        verdicts = Counter[str]()
-        for (kind, label), count in stats.verdicts.items():
-            verdicts[f"{kind}/{label}" if kind else label] += count
-        parts = [f"{name}={count}" for name, count in sorted(verdicts.items())]
-        parts += [f"error_{reason}={count}" for reason, count in sorted(stats.errors.items())]
-        parts += [f"closed_{reason}={count}" for reason, count in sorted(self.closed_at_cap.items())]
-        parts.append(f"extraction_restarts={stats.extraction_restarts}")
-        return "served: " + " ".join(parts)
+        log.info("%s", self.pool.stats().line())

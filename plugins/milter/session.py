@@ -58,7 +58,7 @@ _QUEUE_ID = re.compile(r"[^A-Za-z0-9._-]")  # what goes into the log line: Postf
 _MAX_QUEUE_ID = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MilterPolicy:
     reject_threshold: float | None = None  # None: never reject, only add headers
     reject_reply: str = DEFAULT_REJECT_REPLY

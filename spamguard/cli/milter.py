@@ -146,7 +146,16 @@ def milter(
     logging.getLogger("spamguard.milter").info(
         "model %s (%s), threshold %.4f", classifier.bundle.name, classifier.precision, effective
     )
-    policy = MilterPolicy(reject_threshold, reject_message, fail_closed, max_size, max_headers, max_header_bytes)
-    limits = ServerLimits(max_connections, max_buffer, idle_timeout, read_timeout)
+    policy = MilterPolicy(
+        reject_threshold=reject_threshold,
+        reject_reply=reject_message,
+        fail_closed=fail_closed,
+        max_size=max_size,
+        max_headers=max_headers,
+        max_header_bytes=max_header_bytes,
+    )
+    limits = ServerLimits(
+        max_connections=max_connections, max_buffer=max_buffer, idle_timeout=idle_timeout, read_timeout=read_timeout
+    )
     with ScoringPool(classifier, pool_settings(threshold=threshold, **pool)) as scoring:
         asyncio.run(MilterServer(scoring, policy, limits).serve(address, socket_mode=mode))
