@@ -225,3 +225,24 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         )
         in result.output
     )
+
+
+def test_the_systemd_unit_starts_a_valid_command_within_its_descriptor_limit() -> None:
+    """docs/spamguard-milter.service: every option of its ExecStart is one `spamguard milter` accepts, and its
+    connection cap fits under its LimitNOFILE (the check the milter makes at start)."""
+    from spamguard.cli.milter import milter as command
+    from spamguard.plugins.server_guards import RESERVED_DESCRIPTORS
+
+    unit = (Path(__file__).resolve().parents[2] / "docs" / "spamguard-milter.service").read_text().splitlines()
+    start = next(i for i, line in enumerate(unit) if line.startswith("ExecStart="))
+    parts = []
+    for line in unit[start:]:  # the command and its continuation lines
+        parts.append(line.removeprefix("ExecStart=").rstrip("\\").strip())
+        if not line.endswith("\\"):
+            break
+    words = " ".join(parts).split()
+    assert words[:2] == ["/opt/spamguard/bin/spamguard", "milter"]
+    arguments = words[2:]
+    context = command.make_context("milter", arguments)
+    limit = int(next(line for line in unit if line.startswith("LimitNOFILE=")).split("=")[1])
+    assert context.params["max_connections"] + RESERVED_DESCRIPTORS <= limit
