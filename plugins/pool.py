@@ -88,7 +88,7 @@ class PoolSettings:
 class PoolStats:
     """A snapshot for logs and metrics (counters since start; the HTTP front door exports them to Prometheus)."""
 
-    pending: int  # admitted and not answered yet (a gauge)
+    pending: int  # admitted and not let go yet: queued, in progress, or given up on but still in a stage (a gauge)
     max_pending: int
     waiting_extraction: int  # admitted, waiting for an extraction process
     waiting_scoring: int  # prepared, waiting for a scoring thread
@@ -188,9 +188,6 @@ class ScoringPool:
         except PoolError as exc:
             self._answered(start, error=exc.reason)
             raise
-        finally:
-            with self._lock:
-                self._pending -= 1
         self._answered(start, verdict=(job.prepared.kind if job.prepared else "", verdict.label))
         return verdict
 
@@ -225,7 +222,7 @@ class ScoringPool:
 
     @property
     def pending(self) -> int:
-        """Messages admitted and not yet answered, all front doors together (the queue depth gauge)."""
+        """Messages the pool holds, all front doors together (the queue depth gauge; see PoolStats.pending)."""
         return self._pending
 
     @property
@@ -236,14 +233,28 @@ class ScoringPool:
     # --- worker threads -----------------------------------------------------------------------------------------
 
     def _resolve(self, job: _Job, result: Verdict | PoolError) -> None:
+        """Answer a job and let go of it. A job counts against max_pending until here, not until its waiter
+        gives up: the messages the pool holds (their bytes included) stay bounded even while a stage is stuck."""
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             job.loop.call_soon_threadsafe(_settle, job.future, result)
+        self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def _abandoned(self, job: _Job) -> bool:
+        """Its waiter gave up (timeout, a closed connection): not worth any more work; let go of it."""
+        if job.future.done():
+            self._release()
+            return True
+        return False
 
     def _extract(self, slot: ExtractionProcess) -> None:
         """One extraction process's thread: prepare a message, hand it to the scorers; on a timeout or a death
         answer the message, then start the replacement before taking the next one."""
         while (job := self._extract_queue.get()) is not None:
-            if job.future.done():
+            if self._abandoned(job):
                 continue
             try:
                 prepared = slot.prepare(job.message, self.settings.extract_timeout)
@@ -271,7 +282,7 @@ class ScoringPool:
                 self._score_queue.put(None)  # finish this batch, then stop
                 break
             batch.append(item)
-        return [item for item in batch if not item[0].future.done()]  # nobody waits for these any more
+        return [item for item in batch if not self._abandoned(item[0])]
 
     def _score(self) -> None:
         while (batch := self._take_batch()) is not None:

@@ -100,7 +100,7 @@ def test_no_verdict_in_time_is_a_timeout(classifier: Classifier) -> None:
         (result,) = asyncio.run(_all(hasty, MAILS[:1]))
         assert isinstance(result, PoolTimeout) and str(result) == "scoring timed out after 1e-06 s"
         assert hasty.stats().errors == {"timeout": 1}
-        assert hasty.stats().pending == 0
+        _wait_until(lambda: hasty.stats().pending == 0)  # let go of once a stage finds its waiter gone
 
 
 def test_a_hung_extraction_holds_up_only_its_own_message(classifier: Classifier) -> None:
@@ -168,3 +168,19 @@ def test_a_stopped_pool_refuses_and_leaves_no_process(classifier: Classifier) ->
         _wait_dead(pid)
     with pytest.raises(ScoringFailed, match=r"^the scoring pool is stopped$"):
         asyncio.run(pool.classify(MAILS[0]))
+
+
+def test_messages_given_up_on_still_count_until_a_stage_lets_go(classifier: Classifier) -> None:
+    """With the only extraction process stuck, four messages time out for their waiters but stay in the pool
+    (their bytes too) until a stage lets go of them: a fifth is refused, so what the pool holds stays bounded
+    however long a stage is stuck. Once the stuck process is replaced the four are dropped unscored."""
+    settings = PoolSettings(extract_workers=1, extract_timeout=3, timeout=0.5, max_pending=4)
+    with ScoringPool(classifier, settings) as pool:
+        os.kill(pool.extraction_pids[0], signal.SIGSTOP)
+        results = asyncio.run(_all(pool, MAILS[:4]))
+        assert [type(r).__name__ for r in results] == ["PoolTimeout"] * 4
+        assert pool.stats().pending == 4
+        assert isinstance(asyncio.run(_all(pool, MAILS[4:5]))[0], Overloaded)
+        _wait_until(lambda: pool.stats().pending == 0)
+        assert type(asyncio.run(_all(pool, MAILS[5:6]))[0]).__name__ == "Verdict"
+        assert sum(pool.stats().verdicts.values()) == 1 and pool.stats().extraction_restarts == 1
