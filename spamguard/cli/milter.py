@@ -21,6 +21,7 @@ from spamguard.plugins.milter.session import (
     MilterPolicy,
 )
 from spamguard.plugins.pool import ScoringPool
+from spamguard.plugins.server_guards import ensure_descriptors
 
 LIMITS = ServerLimits()
 _REPLY = "^[45][0-9][0-9] [245]\\.[0-9]{1,3}\\.[0-9]{1,3} [ -~]+$"
@@ -138,6 +139,7 @@ def milter(
         mode = int(socket_mode, 8)
     except ValueError:
         raise click.BadParameter(f"{socket_mode!r} is not an octal mode", param_hint="--socket-mode") from None
+    ensure_descriptors(max_connections)  # before the model loads: a cap that cannot hold fails at once
     logging.basicConfig(level=logging.INFO, format="%(asctime)s spamguard-milter %(levelname)s %(message)s")
     from spamguard import Classifier
 

@@ -5,6 +5,7 @@ OpenDKIM's miltertest as an independent MTA-side implementation of the protocol.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import stat
 import subprocess
@@ -224,6 +225,19 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
             "(no '%')"
         )
         in result.output
+    )
+
+
+def test_a_connection_cap_above_the_descriptor_limit_is_one_line(tiny_bundle: Path) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard descriptor limit here")
+    too_many = hard + 1
+    result = CliRunner().invoke(main, ["milter", "--model", str(tiny_bundle), "--max-connections", str(too_many)])
+    assert (result.exit_code, result.output) == (
+        1,
+        f"Error: {too_many} connections need {too_many + 64} file descriptors, but the limit is {hard}: lower "
+        "--max-connections or raise the limit (LimitNOFILE= in the systemd unit, ulimit -n)\n",
     )
 
 
