@@ -24,6 +24,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +43,7 @@ _KIND_OF_CODE = {code: kind for kind, code in _KIND_CODES.items()}
 _TOKEN = "I"  # uint32: every GPT-2 id fits; array's "I" is 4 bytes wherever onnxruntime runs
 _LENGTH = struct.Struct(">I")
 _ERROR_CHARS = 300  # a reason is one log line
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 START_TIMEOUT = 30.0  # seconds for a new process to import and build its tokenizer (0.2-0.4 s here)
 
 
@@ -98,10 +100,22 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when the server dies (Linux's PR_SET_PDEATHSIG): a server killed while
+    this one is stuck in a parser leaves nothing behind. If the server is gone already, exit now."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: a closed pipe still ends an idle process
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def main() -> None:
     """The extraction process: the tokenizer in the first frame (from our parent, which built it from a verified
     bundle), then one message in and one answer out per frame until the parent closes the pipe."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    _die_with_parent(int(sys.argv[1]))
+    warnings.simplefilter("ignore")  # nothing a message makes a library say belongs in the server's log
     answers = os.dup(1)
     os.dup2(2, 1)  # whatever a library prints goes to the log, never into the answer stream
     setup = _read_frame(0)
@@ -160,12 +174,12 @@ class ExtractionProcess:
             return
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", __name__],
+                [sys.executable, "-m", __name__, str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 close_fds=True,
                 cwd="/",  # `-m` puts the working directory first on sys.path: make it one no user controls
-                start_new_session=True,  # a terminal's Ctrl-C and SIGTSTP are the parent's business
+                start_new_session=True,  # a terminal's Ctrl-C and SIGTSTP are the server's business
             )
         except OSError as exc:
             raise ExtractionError(f"cannot start a text extraction process: {exc.strerror or exc}") from exc

@@ -260,3 +260,28 @@ def test_the_systemd_unit_starts_a_valid_command_within_its_descriptor_limit() -
     context = command.make_context("milter", arguments)
     limit = int(next(line for line in unit if line.startswith("LimitNOFILE=")).split("=")[1])
     assert context.params["max_connections"] + RESERVED_DESCRIPTORS <= limit
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def test_text_extraction_processes_die_with_the_milter(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The milter killed outright (the OOM killer, kill -9) leaves no extraction process behind, even one stuck
+    in a message: the kernel kills them with it (PR_SET_PDEATHSIG)."""
+    with running_milter(tiny_bundle, log=tmp_path / "m.log") as milter:
+        assert _served(milter) == p.ACCEPT
+        children = _children(milter.process.pid)
+        assert len(children) == 2  # --extract-workers
+        os.kill(children[0], signal.SIGSTOP)  # as if stuck in a parser
+        milter.process.kill()
+        milter.process.wait(10)
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 10, "the children to die")
