@@ -48,7 +48,7 @@ class ServerLimits:
     max_connections: int = 500  # open MTA connections; past it the one idle longest is closed
     max_buffer: int = 64 * 1024 * 1024  # bytes all connections hold (partial packets, messages not yet scored)
     idle_timeout: float = 120.0  # seconds without a packet, between messages, before the connection is closed
-    read_timeout: float = 10.0  # seconds to negotiate after connecting, and to finish a packet once started
+    read_timeout: float = 10.0  # seconds to negotiate, to finish a packet once started, to take our replies
 
 
 class _Connection:
@@ -78,6 +78,10 @@ def _peer(writer: asyncio.StreamWriter) -> str:
 
 class _Closed(Exception):
     """We closed this connection ourselves (a cap): end its handler quietly, it was logged already."""
+
+
+class _NotReading(Exception):
+    """The peer stopped reading our replies: the socket's buffers are full and nothing moves."""
 
 
 def _answers(path: Path) -> bool:
@@ -139,9 +143,16 @@ class MilterServer:
                         conn.messages += 1
                     writer.write(b"".join(result))  # type: ignore[arg-type]
                 self._account(conn, packets, session)
-                await writer.drain()
+                try:
+                    await asyncio.wait_for(writer.drain(), self.limits.read_timeout)
+                except TimeoutError:
+                    raise _NotReading from None
         except _Closed:
             pass
+        except _NotReading:
+            self._notes.warning(
+                "not-reading", "closing connection: our replies unread for %g s", self.limits.read_timeout
+            )
         except p.MilterProtocolError as exc:
             self._notes.warning("protocol", "closing connection: protocol error: %s", exc)
         except TimeoutError:

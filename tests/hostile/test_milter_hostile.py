@@ -180,6 +180,22 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
     return closed_by_server(sock)
 
 
+def test_a_peer_that_never_reads_our_replies(milter: Milter) -> None:
+    """A peer that asks for a reply to every header (no SMFIP_NR_HDR) and never reads them: once the socket
+    buffers are full, the milter waits --read-timeout (2 s) for them to drain, then closes the connection."""
+    with milter_socket(milter.address) as sock:
+        sock.sendall(p.optneg_command(MTA_ACTIONS, MTA_PROTOCOL & ~p.SMFIP_NR_HDR))
+        sock.settimeout(15)
+        header = p.header_command(b"X-Ask", b" reply")
+        start = time.monotonic()
+        with pytest.raises(OSError):  # the milter closed the connection; sending more fails
+            while time.monotonic() - start < 15:
+                sock.sendall(header * 1000)
+        assert time.monotonic() - start < 12
+    wait_for(lambda: milter.lines("our replies unread for 2 s"), 5, "the log line")
+    _assert_served(milter)
+
+
 SLOW_PARSE = (
     b'From: a@example.test\r\nSubject: slow\r\nContent-Type: text/plain; name="' + b";" * 200_000 + b'"\r\n\r\nHi.\r\n'
 )
