@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from spamguard import registry
 from spamguard.bundle import load_bundle
 from spamguard.cli import main
-from spamguard.datasets import read_sms_tsv
 from spamguard.metrics import binary_metrics
 from spamguard.tokenizer import load_encoding
 from spamguard.training.package import onnx_scores
-from spamguard.training.pipeline import make_splits, tokenize
+from spamguard.training.pipeline import tokenize
+from spamguard.training.sources import Sources, read_splits
 
 from conftest import BPE_DIR, SMS_FILE
 from hf_gpt2 import write_checkpoint
@@ -54,15 +54,19 @@ def test_train_tiny_model_on_real_sms_file(checkpoint: Path, one_thread: object)
         *("--threads", "1", "--name", "tiny-sms"),
     )
     assert result.exit_code == 0, result.output + result.stderr
-    assert "split 70/10/20: train 914 (449 ham, 465 spam), validation 130 (71 ham, 59 spam)" in result.stdout
+    assert (
+        "split 70/10/20 by kind and label (seed 123): sms: train 3619 (3162 ham, 457 spam), validation 516 (451 "
+        "ham, 65 spam), test 1036 (905 ham, 131 spam)"
+    ) in result.stdout
     parity = re.search(r"in one padded batch: max \|Δlogit\| = (\S+)", result.stdout)
     assert parity and float(parity.group(1)) <= 1e-4
-    assert re.search(r"int8: .* verdicts agree with fp32 on \d+\.\d\d% of the 262 test messages", result.stdout)
+    assert re.search(r"int8: .* verdicts agree with fp32 on \d+\.\d\d% of the 1036 test messages", result.stdout)
 
     assert registry.default_name() == "tiny-sms"
     bundle = load_bundle(registry.resolve())  # verifies every sha256
     m = bundle.manifest
     assert (m["name"], m["threshold"], m["max_tokens"], m["base_model"]) == ("tiny-sms", 0.5, 48, "gpt2-tiny")
+    assert m["thresholds"] == {"sms": {"threshold": 0.5, "unsure": None}} and "threshold_choice" not in m
     assert m["model_config"]["n_layer"] == 2 and m["model_config"]["n_embd"] == 32
     training = m["training"]
     assert (training["seed"], training["epochs"], training["trainable"], training["batch_size"]) == (
@@ -72,33 +76,35 @@ def test_train_tiny_model_on_real_sms_file(checkpoint: Path, one_thread: object)
         8,
     )
     assert training["precision"] in ("fp32", "bf16") and training["prefix_cache"]["used"] is True
-    assert training["seconds"]["train"] > 0 and training["split"]["test"] == {"ham": 133, "spam": 129}
+    assert training["seconds"]["train"] > 0 and training["split"]["test"] == {"ham": 905, "spam": 131}
+    assert training["split_by_kind"] == {"sms": training["split"]} and list(training["class_weights"]) == ["sms"]
     assert m["export"]["parity_max_abs_logit_diff"] <= 1e-4
     agreement = m["metrics"]["int8_agreement"]
     assert 0.0 <= agreement <= 1.0 and ("int8" in m["models"]) == (agreement >= 0.995)
     for key in ("accuracy", "precision", "recall", "f1", "fpr", "tp", "fp", "tn", "fn"):
         assert key in m["metrics"]["test"] and key in m["metrics"]["test_int8"]
+        assert m["metrics"]["test"][key] == m["metrics"]["by_kind"]["sms"]["test"][key]  # one kind: overall = sms
     png = bundle.path / "training_curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert (bundle.path / "checkpoint.safetensors").stat().st_size > 0
 
     # the recorded test figures are those of the shipped model on the same seeded test split
-    splits = make_splits(read_sms_tsv(SMS_FILE), 123, log=lambda _: None)
+    splits, _ = read_splits(Sources(data=SMS_FILE), 123, log=lambda _: None)
     test = tokenize(splits.test, load_encoding(bundle.encoder_json, bundle.vocab_bpe), 48)
     scores = onnx_scores(bundle.model_path("fp32"), test.token_lists)
-    assert binary_metrics(test.labels, scores, 0.5) == pytest.approx(m["metrics"]["test"])
+    assert binary_metrics(test.labels, scores, 0.5) == pytest.approx(m["metrics"]["by_kind"]["sms"]["test"])
 
 
 def test_missing_data_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.tsv"
-    result = invoke("--data", str(missing), "--weights", "random")
-    assert error_line(result) == f"Error: data file not found: {missing}"
+    result = invoke("--data", str(missing), "--weights", "random", "--tokenizer", str(BPE_DIR))
+    assert error_line(result) == f"Error: no data at {missing}: give an SMS TSV file or a folder with ham/ and spam/"
 
 
 def test_malformed_data_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tsv"
     bad.write_text("ham\tfine\nspam\talso fine\nhams without a tab\n")
-    result = invoke("--data", str(bad))
+    result = invoke("--data", str(bad), "--weights", "random", "--tokenizer", str(BPE_DIR))
     assert error_line(result) == (
         f"Error: {bad}:3: expected 'ham<TAB>text' or 'spam<TAB>text', got 'hams without a tab'"
     )
@@ -119,7 +125,8 @@ def test_offline_without_cached_weights(small_data: Path, monkeypatch: pytest.Mo
     result = invoke("--base", "gpt2", "--data", str(small_data))
     assert error_line(result) == (
         "Error: cannot download openai-community/gpt2 and it is not cached (LocalEntryNotFoundError): go online "
-        "once, or pass --base PATH (a local GPT-2 folder), or train from scratch with --weights random"
+        "once, or pass --base FOLDER (a local GPT-2 folder), or train from scratch with --weights random "
+        "--tokenizer DIR"
     )
 
 
