@@ -48,8 +48,11 @@ class Remote:
         return self.url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _megabytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+def readable_size(n: int) -> str:
+    """A size as people read it: bytes, kB or MB."""
+    if n < 1000:
+        return f"{n} bytes"
+    return f"{n / 1e3:.1f} kB" if n < 1_000_000 else f"{n / 1e6:.1f} MB"
 
 
 def _reason(exc: BaseException) -> str:
@@ -104,7 +107,7 @@ def _receive(remote: Remote, response: http.client.HTTPResponse, part: Path, off
     if expected is not None and expected > remote.max_bytes:
         part.unlink(missing_ok=True)
         raise DownloadError(
-            f"{remote.url} is {_megabytes(expected)}, more than the {_megabytes(remote.max_bytes)} expected"
+            f"{remote.url} is {readable_size(expected)}, more than the {readable_size(remote.max_bytes)} expected"
         )
     size = offset
     bar = _progress_bar(expected, offset, remote.filename)
@@ -115,7 +118,7 @@ def _receive(remote: Remote, response: http.client.HTTPResponse, part: Path, off
                     chunk = response.read(CHUNK_BYTES)
                 except (http.client.HTTPException, OSError) as exc:
                     raise DownloadError(
-                        f"the download of {remote.url} was interrupted after {_megabytes(size)} ({_reason(exc)}): "
+                        f"the download of {remote.url} was interrupted after {readable_size(size)} ({_reason(exc)}): "
                         "run again to resume it"
                     ) from exc
                 if not chunk:
@@ -125,7 +128,7 @@ def _receive(remote: Remote, response: http.client.HTTPResponse, part: Path, off
                     out.close()
                     part.unlink(missing_ok=True)
                     raise DownloadError(
-                        f"{remote.url} sent more than the {_megabytes(remote.max_bytes)} expected (removed)"
+                        f"{remote.url} sent more than the {readable_size(remote.max_bytes)} expected (removed)"
                     )
                 try:
                     out.write(chunk)
@@ -138,7 +141,7 @@ def _receive(remote: Remote, response: http.client.HTTPResponse, part: Path, off
             bar.close()
     if expected is not None and size < expected:
         raise DownloadError(
-            f"the download of {remote.url} was interrupted after {_megabytes(size)} of {_megabytes(expected)}: "
+            f"the download of {remote.url} was interrupted after {readable_size(size)} of {readable_size(expected)}: "
             "run again to resume it"
         )
     return size
@@ -170,7 +173,7 @@ def fetch(remote: Remote, target: Path, *, log: Callable[[str], None] = print) -
     else:
         with response:
             offset = _resume_offset(response, offset)
-            log(f"downloading {remote.url}" + (f" (resuming after {_megabytes(offset)})" if offset else ""))
+            log(f"downloading {remote.url}" + (f" (resuming after {readable_size(offset)})" if offset else ""))
             size = _receive(remote, response, part, offset)
     if remote.sha256 is not None and sha256_file(part) != remote.sha256:
         part.unlink()
@@ -179,5 +182,5 @@ def fetch(remote: Remote, target: Path, *, log: Callable[[str], None] = print) -
             "download it anew)"
         )
     part.replace(target)
-    log(f"downloaded {remote.filename}: {_megabytes(size)} in {time.perf_counter() - began:.1f} s")
+    log(f"downloaded {remote.filename}: {readable_size(size)} in {time.perf_counter() - began:.1f} s")
     return target

@@ -110,10 +110,11 @@ def verify_messages(folder: Path, expected: int | None = None) -> int:
     return count
 
 
-def sms_collection(*, root: Path | None = None, url: str = SMS_URL, log: Callable[[str], None] = print) -> Path:
+def sms_collection(*, root: Path | None = None, log: Callable[[str], None] = print) -> Path:
     """The SMS Spam Collection file: the copy in the data sets folder when it matches its sha256, else the UCI
     download (resumed if interrupted), extracted and checked."""
     root = root if root is not None else datasets_dir()
+    url = SMS_URL
     target = root / SMS_FOLDER / SMS_MEMBER
     if target.is_file():
         if sha256_file(target) == SMS_SHA256:
@@ -154,13 +155,12 @@ def _archive_folder(archive: MessageArchive, root: Path, base_url: str, log: Cal
     return folder, extracted.messages
 
 
-def spamassassin(
-    *, root: Path | None = None, base_url: str = SPAMASSASSIN_URL, log: Callable[[str], None] = print
-) -> MailFolders:
+def spamassassin(*, root: Path | None = None, log: Callable[[str], None] = print) -> MailFolders:
     """The SpamAssassin public corpus as ham and spam folders: the five archives in the data sets folder (each
     checked: names, MD5s, count), those missing downloaded and extracted; or, when none of them is there, the
     sample copy `spamassassin_2003_part1/` if present (checked: names and MD5s)."""
     root = root if root is not None else datasets_dir()
+    base_url = SPAMASSASSIN_URL
     sample = root / SPAMASSASSIN_SAMPLE
     if not any(a.folder(root).is_dir() for a in SPAMASSASSIN) and (sample / "ham").is_dir():
         counts = {name: verify_messages(sample / name) for name in LABEL_NAMES}
