@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,17 @@ from click.testing import CliRunner
 
 from spamguard import registry
 from spamguard.bundle import load_bundle
+from spamguard.classifier import Classifier
 from spamguard.cli import main
 from spamguard.metrics import binary_metrics
+from spamguard.paths import datasets_dir
 from spamguard.tokenizer import load_encoding
+from spamguard.training import public_data
 from spamguard.training.package import onnx_scores
 from spamguard.training.pipeline import tokenize
 from spamguard.training.sources import Sources, read_splits
 
-from conftest import BPE_DIR, SMS_FILE
+from conftest import BPE_DIR, MAIL_DIR, SMS_FILE
 from hf_gpt2 import write_checkpoint
 
 
@@ -204,3 +208,109 @@ def test_random_weights_from_a_config_only_folder_with_tokenizer_option(
     assert bundle.manifest["base_model"] == "small" and bundle.manifest["training"]["weights"] == "random"
     assert registry.default_name() == "b"  # installed from --out under the folder's name
     assert np.isfinite(bundle.manifest["metrics"]["test"]["accuracy"])
+
+
+def closed_port_url() -> str:
+    """A loopback address nothing listens on: every connection is refused at once, as offline."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> str:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    url = closed_port_url()
+    monkeypatch.setattr(public_data, "SMS_URL", f"{url}/sms.zip")
+    monkeypatch.setattr(public_data, "SPAMASSASSIN_URL", f"{url}/corpus/")
+    return url
+
+
+def test_offline_every_missing_download_is_named_in_one_line(offline: str, tmp_path: Path) -> None:
+    url = offline
+    refused = "[Errno 111] Connection refused"
+    sms = (
+        f"the SMS Spam Collection: cannot download {url}/sms.zip ({refused}); instead, pass --data FILE (lines "
+        "ham|spam<TAB>text), or point $SPAMGUARD_DATA at a copy"
+    )
+    mail = (
+        f"the SpamAssassin public corpus: cannot download {url}/corpus/20030228_easy_ham.tar.bz2 ({refused}); "
+        "instead, pass --ham DIR and --spam DIR, or point $SPAMGUARD_DATA at a copy"
+    )
+    weights = (
+        "cannot download openai-community/gpt2 and it is not cached (LocalEntryNotFoundError): go online once, or "
+        "pass --base FOLDER (a local GPT-2 folder), or train from scratch with --weights random --tokenizer DIR"
+    )
+    result = invoke("--out", str(tmp_path / "model"))
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"Error: 3 things training needs are missing: (1) {sms} (2) {mail} (3) {weights}\n",
+    )
+    assert not (tmp_path / "model").exists() and not datasets_dir().exists()  # nothing half-downloaded
+
+    tokenizer = (
+        "cannot download the tokenizer files of openai-community/gpt2: offline, --weights random with a hub name "
+        "needs --tokenizer DIR (a folder with encoder.json and vocab.bpe)"
+    )
+    missing = tmp_path / "Maildir"
+    result = invoke("--weights", "random", "--ham", str(missing), "--spam", str(tmp_path))
+    assert result.stderr == (
+        f"Error: 2 things training needs are missing: (1) mail source not found: {missing} (2) {tokenizer}\n"
+    )
+    result = invoke("--weights", "random", "--tokenizer", str(BPE_DIR), "--data", str(tmp_path / "nope.tsv"))
+    assert result.stderr == (
+        f"Error: no data at {tmp_path / 'nope.tsv'}: give an SMS TSV file or a folder with ham/ and spam/\n"
+    )
+
+
+@pytest.mark.slow
+def test_train_on_both_kinds_with_a_threshold_per_kind(tmp_path: Path, one_thread: object) -> None:
+    sms = tmp_path / "sms.tsv"
+    sms.write_text("\n".join(SMS_FILE.read_text(encoding="utf-8").splitlines()[:150]) + "\n", encoding="utf-8")
+    ham, spam = tmp_path / "ham", tmp_path / "spam"
+    for folder, source, n in ((ham, MAIL_DIR / "ham", 24), (spam, MAIL_DIR / "spam", 14)):
+        folder.mkdir()
+        for mail_file in sorted(source.iterdir())[:n]:
+            (folder / mail_file.name).write_bytes(mail_file.read_bytes())
+    base = tmp_path / "tiny-2x32"
+    base.mkdir()
+    (base / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64})
+    )
+    out = tmp_path / "bundle"
+    result = invoke(
+        *("--base", str(base), "--weights", "random", "--tokenizer", str(BPE_DIR), "--trainable", "all"),
+        *("--data", str(sms), "--ham", str(ham), "--spam", str(spam)),
+        *("--max-fpr", "mail=0", "--threshold", "sms=0.6", "--unsure", "sms=0.4,0.9"),
+        *("--epochs", "1", "--max-tokens", "32", "--threads", "1", "--lr", "1e-3", "--out", str(out), "--no-install"),
+    )
+    assert result.exit_code == 0, result.output + result.stderr
+    m = load_bundle(out).manifest
+    splits, _ = read_splits(Sources(data=sms, ham=(ham,), spam=(spam,)), 123, log=lambda _: None)
+    assert m["training"]["split_by_kind"] == splits.counts_by_kind() and list(splits.counts_by_kind()) == [
+        "mail",
+        "sms",
+    ]
+    assert set(m["training"]["class_weights"]) == {"mail", "sms"}
+    assert m["thresholds"]["sms"] == {"threshold": 0.6, "unsure": [0.4, 0.9]}
+    assert m["threshold_choice"]["mail"]["method"] == "max_fpr" and m["threshold_choice"]["mail"]["fp"] == 0
+    sms_choice = m["threshold_choice"]["sms"]  # a fixed threshold: recorded with its validation figures
+    assert (sms_choice["method"], sms_choice["threshold"], sms_choice["unsure"]["low"]) == ("threshold", 0.6, 0.4)
+    assert sms_choice["n_ham"] == splits.counts_by_kind()["sms"]["validation"]["ham"]
+    assert m["threshold"] == max(m["thresholds"]["mail"]["threshold"], 0.6)
+
+    # each kind's test figures are the exported model's at that kind's threshold; overall sums their counts
+    clf = Classifier.load(out, precision="fp32")
+    for kind in ("mail", "sms"):
+        test = [e for e in splits.test if e.kind == kind]
+        scores = clf.score_texts(e.text for e in test)
+        expected = binary_metrics([e.label for e in test], scores, m["thresholds"][kind]["threshold"])
+        assert m["metrics"]["by_kind"][kind]["test"] == pytest.approx(expected)
+        line = f"test fp32 {kind} (threshold {m['thresholds'][kind]['threshold']:.3g}): accuracy "
+        assert line in result.stdout
+    overall = m["metrics"]["test"]
+    assert overall["tp"] == sum(m["metrics"]["by_kind"][k]["test"]["tp"] for k in ("mail", "sms"))
+    assert "test fp32 overall: accuracy " in result.stdout and "test int8 overall: accuracy " in result.stdout
