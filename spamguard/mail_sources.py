@@ -300,11 +300,14 @@ def _progress(messages: Iterator[RawMessage], desc: str, enabled: bool) -> Itera
     return tqdm(messages, desc=desc, unit="msg", leave=False)
 
 
-def _usable(raw: RawMessage, sms_files: bool) -> bool:
-    """A mail, an SMS line, or (with `sms_files`) a file that is no mail but reads as one SMS."""
-    if raw.skip_reason is None:
-        return True
-    return sms_files and raw.skip_reason.startswith(NOT_A_MAIL) and isinstance(raw.data, bytes) and sms_text(raw.data)
+def _sms_candidate(raw: RawMessage) -> bool:
+    """A file that is no mail but reads as one SMS (`sms_text`)."""
+    return (
+        raw.skip_reason is not None
+        and raw.skip_reason.startswith(NOT_A_MAIL)
+        and isinstance(raw.data, bytes)
+        and sms_text(raw.data)
+    )
 
 
 def _collect(
@@ -315,31 +318,49 @@ def _collect(
     progress: bool,
     sms_files: bool = False,
 ) -> list[Example]:
+    """The usable messages of one source as examples. With `sms_files`, text files that are no mail are read as
+    SMS when the source holds no mail at all (a folder of SMS files); beside mail they stay skipped, since
+    there they are READMEs and scripts (the SpamAssassin corpus's `cmds`)."""
     examples = []
+    texts: list[RawMessage] = []  # SMS candidates, decided once the whole source was seen
+    holds_mail = False
     name = Path(report.path).name
     for raw in _progress(messages, f"reading {name}", progress):
         report.read += 1
-        if not _usable(raw, sms_files):
+        if sms_files and _sms_candidate(raw):
+            texts.append(raw)
+        elif raw.skip_reason is not None:
+            report.skip(raw.source, raw.skip_reason)
+        else:
+            holds_mail = True
+            examples += _use(raw, report, text_of, seen)
+    for raw in texts:
+        if holds_mail:
             report.skip(raw.source, raw.skip_reason or "")
-            continue
-        text, reason = _extract(raw, text_of)
-        if text is None:
-            report.skip(raw.source, reason or "")
-            continue
-        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-        earlier = seen.labels.get(key)
-        if earlier is not None:
-            if earlier == report.label:
-                report.duplicates += 1
-            else:
-                report.conflicts += 1
-            continue
-        seen.labels[key] = report.label
-        report.used += 1
-        kind = message_kind(raw.data if raw.data is not None else b"")
-        report.kinds[kind] += 1
-        examples.append(Example(text, report.label, raw.source, kind))
+        else:
+            examples += _use(RawMessage(raw.source, raw.data), report, text_of, seen)
     return examples
+
+
+def _use(raw: RawMessage, report: SourceReport, text_of: TextFunction, seen: SeenTexts) -> list[Example]:
+    """`raw` as an example, or nothing (counted in `report`) when it has no text or repeats an earlier one."""
+    text, reason = _extract(raw, text_of)
+    if text is None:
+        report.skip(raw.source, reason or "")
+        return []
+    key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    earlier = seen.labels.get(key)
+    if earlier is not None:
+        if earlier == report.label:
+            report.duplicates += 1
+        else:
+            report.conflicts += 1
+        return []
+    seen.labels[key] = report.label
+    report.used += 1
+    kind = message_kind(raw.data if raw.data is not None else b"")
+    report.kinds[kind] += 1
+    return [Example(text, report.label, raw.source, kind)]
 
 
 def read_mail_source(
@@ -353,8 +374,8 @@ def read_mail_source(
     sms_files: bool = False,
 ) -> tuple[list[Example], SourceReport]:
     """Examples of one source, all with `label`, and its report. Pass the same `seen` to several calls to
-    deduplicate across sources (what `read_labelled` does). `sms_files`: a file that is no mail but short UTF-8
-    text (`sms_text`) is read as one SMS instead of skipped (`spamguard eval` on a folder of SMS files)."""
+    deduplicate across sources (what `read_labelled` does). `sms_files`: in a source without mail, a file that
+    is short UTF-8 text (`sms_text`) is read as one SMS instead of skipped (`spamguard eval` on SMS files)."""
     if label not in (HAM, SPAM):
         raise ValueError(f"label must be HAM or SPAM, got {label!r}")
     kind, messages = iter_raw_messages(path, max_bytes)

@@ -4,8 +4,8 @@
 The choice (`spamguard train`, whatever the data): a split stratified by kind and label that keeps every kind's
 real ham:spam ratio in every part and both labels in each, and a loss weighted per (kind, label) group
 (`class_weights`, from the training split) instead of undersampling. Validation must keep its ham, because the
-threshold of each kind is chosen there by false-positive rate, which 65 ham (the book's balanced SMS split)
-measure only in steps of 1.5%; and the rare ham that looks like spam (newsletters, receipts: SpamAssassin's
+threshold of each kind is chosen there by false-positive rate, which 71 ham (the book's balanced SMS split)
+measure only in steps of 1.4%; and the rare ham that looks like spam (newsletters, receipts: SpamAssassin's
 hard_ham) is what an FPR-first filter must see, which undersampling throws away. The weights give every group
 the same share of the loss, so neither the larger kind nor the larger label decides what the model learns.
 `undersample` is here for a training split too large to be cheap per epoch. Why not sampling: docs/training.md,

@@ -100,8 +100,8 @@ def evaluate(
 ) -> None:
     """Score every message of a labelled set and print accuracy, precision, recall, F1 and the false-positive
     rate (ham called spam), a line per kind (mail, sms) at the model's threshold for that kind, then overall.
-    Messages are read as `spamguard train` reads them (repeated texts counted once), except that a file in a
-    folder that is no mail but short text is read as one SMS; the per-source counts go to stderr."""
+    Messages are read as `spamguard train` reads them (repeated texts counted once), except that in a folder
+    without mail a file of short text is read as one SMS; the per-source counts go to stderr."""
     from spamguard.classifier import Classifier
     from spamguard.report import require_matplotlib, write_evaluation_plots
 

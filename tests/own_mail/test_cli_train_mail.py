@@ -62,7 +62,8 @@ def test_train_on_maildir_mbox_and_corpus(base: Path, tmp_path: Path, one_thread
         f"ham {inbox} (maildir): read {N_HAM}, used {N_HAM}, duplicates 0, conflicts 0, skipped 0",
         f"spam {junk} (mbox): read {N_SPAM + 1}, used {N_SPAM - 1}, duplicates 2, conflicts 0, skipped 0",
     ]
-    assert lines[4].startswith(f"data: {N_HAM + N_SPAM + 1} messages after removing repeated texts, stratified")
+    assert lines[4].startswith(f"data: {N_HAM + N_SPAM + 1} messages after removing repeated texts (read in ")
+    assert "split 70/10/20 by kind and label (seed 123): mail: train " in lines[4]
     assert any(
         line.startswith("imbalance: loss weights per kind and label from the training split: mail ham ")
         for line in lines

@@ -70,7 +70,8 @@ def test_train_tiny_model_on_real_sms_file(checkpoint: Path, one_thread: object)
     bundle = load_bundle(registry.resolve())  # verifies every sha256
     m = bundle.manifest
     assert (m["name"], m["threshold"], m["max_tokens"], m["base_model"]) == ("tiny-sms", 0.5, 48, "gpt2-tiny")
-    assert m["thresholds"] == {"sms": {"threshold": 0.5, "unsure": None}} and "threshold_choice" not in m
+    assert m["thresholds"] == {"sms": {"threshold": 0.5, "unsure": None}}
+    assert (m["threshold_choice"]["sms"]["method"], m["threshold_choice"]["sms"]["n_ham"]) == ("default", 451)
     assert m["model_config"]["n_layer"] == 2 and m["model_config"]["n_embd"] == 32
     training = m["training"]
     assert (training["seed"], training["epochs"], training["trainable"], training["batch_size"]) == (
