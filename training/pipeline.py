@@ -36,7 +36,8 @@ from spamguard.training.package import (
     package,
     summary_lines,
 )
-from spamguard.training.prefix_cache import build_cache, resolve_precision
+from spamguard.training.prefix_cache import build_cache
+from spamguard.training.prefix_precision import choose_precision
 from spamguard.training.public_data import bpe_files
 from spamguard.training.recipe import (
     CachedData,
@@ -191,12 +192,12 @@ def prepare_data(
     train_split: Split,
     val_split: Split,
     job: Job,
-    precision: str,
     log: Callable[[str], None] = print,
     weights: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[TokenData | CachedData, TokenData | CachedData, dict[str, Any]]:
     """Training and validation data as the recipe consumes them: cached prefix states where the prefix is
-    frozen, token ids when everything trains; `weights` are the two parts' example weights (None: unweighted)."""
+    frozen, token ids when everything trains; `weights` are the two parts' example weights (None: unweighted).
+    The cache's record says which precision it ran in and why."""
     train_weights, val_weights = weights if weights is not None else (None, None)
     if not trainable.cacheable:
         log("prefix cache: none (--trainable all trains the embeddings too)")
@@ -205,6 +206,9 @@ def prepare_data(
             TokenData(val_split.token_lists, val_split.labels, weights=val_weights),
             {"used": False},
         )
+    choice = choose_precision(job.recipe.prefix_precision, model.config.n_embd)
+    log(choice.line())
+    precision = choice.precision
     t0 = time.perf_counter()
     caches = [
         build_cache(
@@ -227,6 +231,7 @@ def prepare_data(
     size = sum(c.nbytes for c in caches)
     log(f"prefix cache: {blocks}, {precision}, {size / 1e6:.1f} MB fp16 {where}, built in {seconds:.1f} s")
     info = {"used": True, "precision": precision, "bytes": size, "on_disk": caches[0].on_disk, "seconds": seconds}
+    info["precision_choice"] = choice.to_dict()
     return (
         CachedData(caches[0], train_split.labels, train_weights),
         CachedData(caches[1], val_split.labels, val_weights),
@@ -250,7 +255,6 @@ def run(
     seconds: dict[str, float] = {}
     output = plan_output(job)
     recipe = job.recipe
-    precision = resolve_precision(recipe.precision)
     if job.threads is not None:
         torch.set_num_threads(job.threads)
 
@@ -289,7 +293,6 @@ def run(
             parts["train"],
             parts["validation"],
             job,
-            precision,
             log,
             weights=(example_weights(splits.train, weights), example_weights(splits.validation, weights)),
         )
@@ -320,7 +323,7 @@ def run(
         )
         checkpoint = _write_checkpoint(model, work / CHECKPOINT_FILE, job, result, output.name)
         seconds["total"] = time.perf_counter() - began
-        manifest = _manifest(job, output, model, base_model, splits, data_source, result, cache_info, precision)
+        manifest = _manifest(job, output, model, base_model, splits, data_source, result, cache_info)
         manifest["training"]["class_weights"] = {kind: list(w) for kind, w in weights.items()}
         manifest["training"]["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
         bundle = package(
@@ -355,7 +358,6 @@ def _manifest(
     data_source: str | None,
     result: TrainResult,
     cache_info: dict[str, Any],
-    precision: str,
 ) -> dict[str, Any]:
     return {
         "name": output.name,
@@ -364,7 +366,6 @@ def _manifest(
         "model_config": model.config.to_dict(),
         "training": {
             **job.recipe.to_dict(),
-            "precision": precision,
             "weights": job.weights,
             "data": data_source,
             "split": splits.counts(),
