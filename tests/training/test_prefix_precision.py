@@ -163,7 +163,8 @@ def test_prefix_cache_record_holds_the_choice(requested: str) -> None:
     torch.manual_seed(0)
     model = GPT2Classifier(CONFIG)
     rng = np.random.default_rng(0)
-    split = Split([rng.integers(0, 50256, int(n)).tolist() for n in (3, 7, 5)], np.array([0, 1, 0]))
+    tokens = [rng.integers(0, 50256, int(n)).tolist() for n in (3, 7, 5)]
+    split = Split(tokens, np.array([0, 1, 0]), np.array(["sms"] * 3))
     lines: list[str] = []
     job = Job(recipe=TrainSettings(prefix_precision=requested))
     train_data, _, info = prepare_data(model, parse_trainable("last-block", 2), split, split, job, lines.append)
