@@ -129,14 +129,14 @@ def format_size(size: int) -> str:
 
 def _describe_failure(exc: BaseException, settings: PipeSettings) -> str:
     """One line for the log. Under `--max-memory`, running out of address space while loading surfaces as an
-    ImportError of a native library (or a MemoryError): say so with the limit, not just the exception's name."""
-    text = one_line(exc)
+    ImportError of a native library (or a MemoryError): say so with the limit, and only the exception's type (a
+    failed import's own text is numpy's page of advice)."""
     if settings.max_memory and isinstance(exc, (ImportError, MemoryError)):
         return (
             f"--max-memory {format_size(settings.max_memory)} is too low to load the runtime and the model "
-            f"or to score ({text}); raise the limit"
+            f"or to score ({type(exc).__name__}); raise the limit"
         )
-    return text
+    return one_line(exc)
 
 
 def _die_with_parent(parent: int) -> None:
