@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import spamguard
-from spamguard import classifier, explain
+from spamguard import classifier, explain, registry
 from spamguard.bundle import MANIFEST
 from spamguard.cli import main
 from spamguard.cli.check import MAX_STDIN_DRAIN
@@ -25,6 +25,7 @@ from spamguard.message_text import MAX_PARSE_BYTES
 SPAMGUARD = str(Path(sys.executable).with_name("spamguard"))
 SMS = "Are we still on for noon?"
 RECURSION = "maximum recursion depth exceeded"
+BOOM = "Error: internal error: ValueError: boom (set SPAMGUARD_DEBUG=1 for the traceback)"
 
 
 def run(*args: str, input: str | bytes | None = SMS) -> object:
@@ -49,6 +50,10 @@ def one_error_line(stderr: str) -> str:
 
 def _recursion(*args: object, **kwargs: object) -> str:
     raise RecursionError(RECURSION)
+
+
+def _crash(*args: object, **kwargs: object) -> str:
+    raise ValueError("boom")
 
 
 @pytest.mark.parametrize(
@@ -91,44 +96,43 @@ def test_a_crash_while_explaining_is_exit_3(tiny_bundle: Path, monkeypatch: pyte
     }
 
 
-def test_the_traceback_is_there_for_developers(
-    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    broken = broken_copy(tiny_bundle, tmp_path, max_tokens="x")
-    result = run("check", "--model", str(broken))
-    assert one_error_line(result.stderr) == (
-        "Error: internal error: ValueError: invalid literal for int() with base 10: 'x' "
-        "(set SPAMGUARD_DEBUG=1 for the traceback)"
+def test_the_traceback_is_there_for_developers(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(classifier.Classifier, "load", _crash)
+    result = run("check", "--model", str(tiny_bundle))
+    assert result.exit_code == 3
+    assert (
+        one_error_line(result.stderr)
+        == "Error: internal error: ValueError: boom (set SPAMGUARD_DEBUG=1 for the traceback)"
     )
     monkeypatch.setenv("SPAMGUARD_DEBUG", "1")
-    result = run("check", "--model", str(broken))
+    result = run("check", "--model", str(tiny_bundle))
     assert isinstance(result.exception, ValueError)
 
 
-def test_other_commands_fail_in_one_line(tiny_bundle: Path, tmp_path: Path) -> None:
-    broken = broken_copy(tiny_bundle, tmp_path, max_tokens="x")
+def test_other_commands_fail_in_one_line(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "sms.tsv"
     data.write_text("ham\tsee you at noon\nspam\tWIN a prize now\n")
-    result = run("eval", "--data", str(data), "--model", str(broken), input=None)
+    monkeypatch.setattr(classifier.Classifier, "load", _crash)
+    result = run("eval", "--data", str(data), "--model", str(tiny_bundle), input=None)
     report, error = result.stderr.rsplit("\n", 2)[:2]  # eval reports what it read first
-    assert result.exit_code == 1 and "ValueError" in one_error_line(error) and "Error" not in report
-    bad_threshold = broken_copy(tiny_bundle, tmp_path / "t", threshold="abc")
-    assert run("models", "install", str(bad_threshold), input=None).exit_code == 0
-    result = run("models", input=None)  # listing read the manifest's threshold with float()
-    assert result.exit_code == 1 and "ValueError" in one_error_line(result.stderr)
+    assert result.exit_code == 1 and "Error" not in report
+    assert one_error_line(error) == BOOM
+    monkeypatch.setattr(registry, "installed", _crash)
+    result = run("models", input=None)
+    assert result.exit_code == 1
+    assert one_error_line(result.stderr) == BOOM
 
 
 def test_the_api_raises_only_spamguard_errors(
     tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broken = broken_copy(tiny_bundle, tmp_path, threshold="abc")
-    with pytest.raises(ScoringError, match=r"^cannot score the message: ValueError: could not convert") as raised:
-        spamguard.is_spam(SMS, model=broken)
-    assert isinstance(raised.value.__cause__, ValueError)
+    with pytest.raises(SpamguardError):  # was ValueError, from float(manifest["threshold"]) mid-scoring
+        spamguard.is_spam(SMS, model=broken_copy(tiny_bundle, tmp_path, threshold="abc"))
     monkeypatch.setattr(classifier, "message_text", _recursion)
     for call in (spamguard.is_spam, spamguard.score):
-        with pytest.raises(SpamguardError, match=f"^cannot score the message: RecursionError: {RECURSION}$"):
+        with pytest.raises(ScoringError, match=f"^cannot score the message: RecursionError: {RECURSION}$") as raised:
             call(SMS, model=tiny_bundle)
+        assert isinstance(raised.value.__cause__, RecursionError)
 
 
 def test_the_pipe_passes_the_original_when_scoring_crashes(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -136,9 +140,9 @@ def test_the_pipe_passes_the_original_when_scoring_crashes(tiny_bundle: Path, tm
     broken = broken_copy(tiny_bundle, tmp_path, threshold="abc")
     result = subprocess.run([SPAMGUARD, "pipe", "--model", str(broken)], input=raw, capture_output=True, timeout=120)
     assert (result.returncode, result.stdout) == (0, raw)
-    assert result.stderr.decode() == (
-        "spamguard pipe: ValueError: could not convert string to float: 'abc'; message passed through unchanged\n"
-    )
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spamguard pipe: ")
+    assert lines[0].endswith("; message passed through unchanged")
 
 
 # --- endless input --------------------------------------------------------------------------------------------
