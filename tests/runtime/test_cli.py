@@ -40,7 +40,7 @@ def sms_score(tiny_bundle: Path) -> float:
 def test_check_stdin_spam_and_ham_exit_codes(installed: Path, sms_score: float) -> None:
     spam = run("check", "--threshold", "0", input=SMS + "\n")
     assert spam.exit_code == 0
-    assert spam.stdout == f"stdin: spam score={sms_score:.4f} threshold=0.0000 model=tiny\n"
+    assert spam.stdout == f"stdin: spam score={sms_score:.4f} threshold=0.0000 kind=sms model=tiny\n"
     ham = run("check", "--threshold", "1", input=SMS)
     assert ham.exit_code == 1 and ham.stdout.startswith("stdin: ham ")
 
@@ -60,9 +60,10 @@ def test_check_json_and_files(installed: Path, tmp_path: Path, sms_score: float)
     result = run("check", "--json", "--threshold", "0", str(tmp_path / "a.txt"), str(mail))
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.exit_code == 0
-    assert lines[0] == {"input": str(tmp_path / "a.txt"), "label": "spam", "score": sms_score, "threshold": 0.0,
-                        "model": "tiny"}  # fmt: skip
+    assert lines[0] == {"input": str(tmp_path / "a.txt"), "kind": "sms", "label": "spam", "score": sms_score,
+                        "threshold": 0.0, "model": "tiny"}  # fmt: skip
     assert lines[1]["input"] == str(mail) and lines[1]["score"] == Classifier.load(installed).score(mail.read_bytes())
+    assert lines[1]["kind"] == "mail"
 
 
 def test_check_several_files_combine_exit_codes(installed: Path, tmp_path: Path) -> None:
