@@ -11,7 +11,8 @@ from spamguard.bundle import write_bundle
 from spamguard.training.export import export_onnx, quantize_int8
 from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
 
-BPE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpt2_bpe"
+from conftest import BPE_DIR
+
 TINY_CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=32, n_positions=256)
 
 

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SMS_FILE = SHARED_DATA / "sms_spam_collection" / "SMSSpamCollection"
-BPE_DIR = SHARED_DATA / "gpt2_bpe"
-MAIL_DIR = SHARED_DATA / "spamassassin_2003_part1"
+# Small slices of the public data sets, committed with the tests (tests/fixtures/README.md: what, source, licence),
+# in the layout of `spamguard.paths.datasets_dir()`, so no test needs anything outside the repository.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SMS_FILE = FIXTURES / "sms_spam_collection" / "SMSSpamCollection"
+BPE_DIR = FIXTURES / "gpt2_bpe"
+MAIL_DIR = FIXTURES / "spamassassin_2003_part1"
 
 
 @pytest.fixture(autouse=True)

@@ -208,13 +208,13 @@ def test_message_detection(head: bytes, reason: str | None) -> None:
 
 
 def test_real_spamassassin_folders_read_without_loss() -> None:
+    """The committed SpamAssassin slice (tests/fixtures/README.md): every mail is used but one repeated text per
+    label, whatever its charset, structure or first header line."""
     examples, reports = read_labelled(sources=[(MAIL_DIR / "ham", HAM), (MAIL_DIR / "spam", SPAM)], text_of=TEXT)
-    ham, spam = reports
-    assert (ham.read, spam.read) == (1250, 250)
-    for report in reports:
-        assert report.used + report.duplicates + report.conflicts + sum(report.skipped.values()) == report.read
-        assert sum(report.skipped.values()) <= 5, report.line()
-    assert ham.used > 1200 and spam.used > 230
+    for report, folder in zip(reports, ("ham", "spam"), strict=True):
+        assert report.read == len(list((MAIL_DIR / folder).iterdir()))
+        assert (report.used, report.duplicates, report.conflicts) == (report.read - 1, 1, 0), report.line()
+        assert not report.skipped, report.line()
     assert len({e.text for e in examples}) == len(examples)
 
 

@@ -38,7 +38,8 @@ pytestmark = pytest.mark.integration
 
 SENDER = "sender@example.test"
 RECIPIENT = "rcpt@example.net"
-SAMPLE = sorted(MAIL_DIR.glob("*/*"))[::100]  # 15 real mails, ham and spam
+MAILS = sorted(MAIL_DIR.glob("*/*"))  # the committed slice of real mail, ham and spam
+SAMPLE = MAILS[::3]  # 16 of them
 CONTENT_FILTER = Path(__file__).resolve().parents[2] / "docs" / "postfix-content-filter.sh"
 OUR_LINES = re.compile(
     rb"X-Spam-Flag: (YES|NO)\r\nX-Spam-Status: (Yes|No), score=\d\.\d\d required=\d\.\d\d tests=SPAMGUARD "
@@ -176,7 +177,7 @@ def _p95(values: list[float]) -> float:
 def test_load_none_lost_none_duplicated(
     stack: MailStack, tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = sorted(MAIL_DIR.glob("*/*"))[::5]  # 300 real mails
+    files = [MAILS[i % len(MAILS)] for i in range(300)]  # 300 messages: the real mails, each about 6 times
     plain = [tagged(path.read_bytes(), f"plain-{i}") for i, path in enumerate(files)]
     filtered = [tagged(path.read_bytes(), f"milter-{i}") for i, path in enumerate(files)]
     stack.clear_sink()

@@ -1,4 +1,6 @@
-"""message_text on every real mail of the shared corpus and on hand-made edge cases."""
+"""message_text on the committed slice of real mail (tests/fixtures/README.md: ham and spam of the SpamAssassin
+public corpus, non-UTF-8, multipart, HTML-only, base64 and quoted-printable among them), on the SMS slice and on
+hand-made edge cases."""
 
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ def mail(headers: str, body: bytes | str = b"") -> bytes:
 
 
 def test_every_real_mail_extracts() -> None:
-    assert len(MAILS) == 1500
+    assert len(MAILS) > 40
     texts = [message_text(path.read_bytes()) for path in MAILS]
     assert all(isinstance(t, str) for t in texts)
     assert sum(1 for t in texts if t) == len(texts)
     assert not any("\ufffd" * 3 in t for t in texts)
-    # MIME structure leaks only from the few mails that quote or break it (4 of 1500 in this corpus)
-    assert sum("Content-Transfer-Encoding:" in t for t in texts) <= 5
+    # MIME structure leaks only from the few mails that quote or break it (4 of the 1500 of the full sample, none
+    # of the slice)
+    assert not any("Content-Transfer-Encoding:" in t for t in texts)
 
 
 def test_real_html_only_mails_lose_their_tags() -> None:
@@ -39,7 +42,7 @@ def test_real_html_only_mails_lose_their_tags() -> None:
         types = {p.get_content_type() for p in msg.walk() if not p.is_multipart()}
         if "text/html" in types and "text/plain" not in types:
             html_only.append(path)
-    assert len(html_only) >= 20
+    assert len(html_only) >= 10
     for path in html_only:
         text = message_text(path.read_bytes()).lower()
         assert "<body" not in text and "<td" not in text and "<font" not in text and "&nbsp;" not in text, path
@@ -47,7 +50,7 @@ def test_real_html_only_mails_lose_their_tags() -> None:
 
 def test_real_multipart_and_non_utf8_mails() -> None:
     multipart = [p for p in MAILS if email.message_from_bytes(p.read_bytes()).is_multipart()]
-    assert len(multipart) >= 20
+    assert len(multipart) >= 10
     for path in multipart:
         assert "--" + str(email.message_from_bytes(path.read_bytes()).get_boundary()) not in message_text(
             path.read_bytes()
