@@ -28,7 +28,7 @@ import torch
 
 from spamguard.classifier import Classifier, _session, length_batches, spam_probability
 from spamguard.datasets import read_sms_tsv
-from spamguard.training.export import pad_batch
+from spamguard.padding import pad_batch
 
 from bundles import BENCH_DIR, gpt2_124m_bundle, gpt2_124m_model
 from public_data import MAIL, SMS, dataset

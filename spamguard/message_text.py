@@ -16,6 +16,7 @@ import binascii
 import email
 import email.errors
 import email.header
+import email.parser
 import email.utils
 import re
 from email.message import Message
@@ -266,3 +267,26 @@ def message_text(raw: str | bytes | Message) -> str:
     if kind == SMS:
         return _decode_bytes(raw[: MAX_TEXT_CHARS * 4], None)[:MAX_TEXT_CHARS]
     return _mail_text(email.message_from_bytes(raw))
+
+
+def message_subject(raw: str | bytes | Message) -> str:
+    """The decoded Subject exactly as `message_text` puts it first, "" when it puts none (an SMS, a mail whose
+    Subject is missing or blank): what `spamguard.explain` needs to tell the subject from the body."""
+    if isinstance(raw, Message):
+        return _header_text(raw.get("subject"))
+    if message_kind(raw) == SMS:
+        return ""
+    if isinstance(raw, str):
+        headers = email.parser.Parser().parsestr(raw[:MAX_PARSE_BYTES], headersonly=True)
+    else:
+        headers = email.parser.BytesParser().parsebytes(bytes(raw[:MAX_PARSE_BYTES]), headersonly=True)
+    return _header_text(headers.get("subject"))
+
+
+def strip_final_newline(raw: bytes) -> bytes:
+    """A typed text (an SMS in a file or on stdin) without its one trailing line break: `echo TEXT |` and editors
+    add it, and the model reads its verdict at the last token. A mail's bytes stay as they are. `spamguard
+    check` and `spamguard learn` both read their inputs through this, so a learned SMS is the text check scores."""
+    if message_kind(raw) == SMS:
+        return raw.removesuffix(b"\n").removesuffix(b"\r")
+    return raw

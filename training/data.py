@@ -10,12 +10,11 @@ import hashlib
 import io
 import random
 import zipfile
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from spamguard.datasets import HAM, SPAM, Example
+from spamguard.datasets import HAM, LABELS, SPAM, Example
 from spamguard.errors import DataError
 from spamguard.paths import cache_dir
 
@@ -33,7 +32,7 @@ class Splits:
     def counts(self) -> dict[str, dict[str, int]]:
         parts = {"train": self.train, "validation": self.validation, "test": self.test}
         return {
-            name: {"ham": sum(e.label == HAM for e in part), "spam": sum(e.label == SPAM for e in part)}
+            name: {label_name: sum(e.label == label for e in part) for label_name, label in LABELS.items()}
             for name, part in parts.items()
         }
 
@@ -119,8 +118,3 @@ def split(
         for part in parts:
             rng.shuffle(part)
     return Splits(*parts)
-
-
-def label_counts(examples: Sequence[Example]) -> dict[str, int]:
-    counts = Counter(e.label for e in examples)
-    return {"ham": counts[HAM], "spam": counts[SPAM]}

@@ -4,14 +4,12 @@ The choice made for mail (`spamguard train --ham/--spam/--corpus`): a stratified
 ham:spam ratio in every part and both classes in each, and a weighted loss (`class_weights`, from the training
 split) instead of undersampling. Validation must keep its ham, because the threshold is chosen there by
 false-positive rate, which 100 ham measure only in steps of 1%; and the rare ham that looks like spam
-(newsletters, receipts) is what an FPR-first filter must see, which undersampling throws away. `undersample`
-is here for a training split too large to be cheap per epoch. The SMS-only default keeps the book's balanced
-protocol (`spamguard.training.data.balance`)."""
+(newsletters, receipts) is what an FPR-first filter must see, which undersampling throws away. The SMS-only
+default keeps the book's balanced protocol (`spamguard.training.data.balance`)."""
 
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 from collections.abc import Sequence
 
@@ -29,24 +27,6 @@ def class_weights(examples: Sequence[Example]) -> tuple[float, float]:
     if counts[HAM] == 0 or counts[SPAM] == 0:
         raise DataError(f"cannot weight classes: {counts[HAM]} ham and {counts[SPAM]} spam in the training split")
     return n / (2 * counts[HAM]), n / (2 * counts[SPAM])
-
-
-def undersample(examples: Sequence[Example], seed: int, max_ratio: float = 1.0) -> list[Example]:
-    """Keep every message of the smaller class and at most `ceil(max_ratio * n_smaller)` of the larger one
-    (seeded), in shuffled order. `max_ratio=1` is the book's balancing; a larger ratio keeps more ham variety
-    while bounding the cost of an epoch. Meant for the training split only: validation and test keep the real
-    ratio, or their false-positive rate would be measured on too few ham."""
-    if max_ratio < 1.0:
-        raise ValueError(f"max_ratio must be at least 1, got {max_ratio}")
-    rng = random.Random(seed)
-    by_label = {label: [e for e in examples if e.label == label] for label in (HAM, SPAM)}
-    small, large = sorted(by_label.values(), key=len)
-    if not small:
-        raise DataError("cannot undersample: one class has no examples")
-    keep = min(len(large), math.ceil(max_ratio * len(small)))
-    chosen = list(small) + rng.sample(large, keep)
-    rng.shuffle(chosen)
-    return chosen
 
 
 def require_both_classes(splits: Splits, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> None:

@@ -33,6 +33,7 @@ from spamguard.training.data import (
     download_sms_collection,
     split,
 )
+from spamguard.training.defaults import DEFAULT_MAX_TOKENS
 from spamguard.training.errors import TrainingError, WeightsError
 from spamguard.training.gpt2 import HUB_REPOS, GPT2Classifier
 from spamguard.training.package import (
@@ -55,7 +56,6 @@ from spamguard.training.recipe import (
 )
 from spamguard.training.weights import BaseModel, build_model, fetch, is_known_name, locate
 
-DEFAULT_MAX_TOKENS = 256  # as `spamguard train --max-tokens` (why 256: see spamguard/cli/train.py)
 CURVES_FILE = "training_curves.png"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 

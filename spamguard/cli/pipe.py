@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import ClassVar
 
 import click
 
+from spamguard.cli.options import ByteSize, model_option, precision_option, threads_option, threshold_option
 from spamguard.plugins.pipe import (
     DEFAULT_MAX_SIZE,
     DEFAULT_TIMEOUT,
@@ -15,22 +15,6 @@ from spamguard.plugins.pipe import (
     PipeSettings,
     run_filter,
 )
-
-
-class ByteSize(click.ParamType):
-    """A size in bytes: `512000`, `500K`, `2M` (binary units, as spamc counts)."""
-
-    name = "SIZE"
-    _units: ClassVar[dict[str, int]] = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().removesuffix("B")
-        number, unit = (text[:-1], text[-1]) if text[-1:] in self._units else (text, "")
-        if not number.isdigit() or int(number) < 1:
-            self.fail(f"{value!r} is not a size (examples: 512000, 500K, 2M)", param, ctx)
-        return int(number) * self._units[unit]
 
 
 class PassThroughOnUsageError(click.Command):
@@ -56,9 +40,9 @@ def _write(data: bytes) -> None:
 
 
 @click.command("pipe", cls=PassThroughOnUsageError)
-@click.option("--model", "-m", help="Model name or bundle path (default: $SPAMGUARD_MODEL, then the default model).")
-@click.option("--precision", type=click.Choice(["auto", "int8", "fp32"]), default="auto", show_default=True)
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Spam threshold (default: the bundle's).")
+@model_option
+@precision_option
+@threshold_option
 @click.option(
     "--max-size",
     type=ByteSize(),
@@ -79,7 +63,7 @@ def _write(data: bytes) -> None:
     help=f"On any failure write nothing and exit {EX_TEMPFAIL} (EX_TEMPFAIL) so the MTA retries, "
     "instead of passing the message through unchanged.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads (default: one per core).")
+@threads_option
 @click.option(
     "--max-memory",
     type=ByteSize(),

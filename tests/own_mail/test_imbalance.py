@@ -1,4 +1,4 @@
-"""Imbalanced mail: class weights, undersampling, the stratified split that keeps both classes everywhere."""
+"""Imbalanced mail: class weights and the stratified split that keeps both classes everywhere."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from spamguard.datasets import HAM, SPAM, Example
 from spamguard.errors import DataError
 from spamguard.training.data import Splits
-from spamguard.training.imbalance import class_weights, require_both_classes, stratified_splits, undersample
+from spamguard.training.imbalance import class_weights, require_both_classes, stratified_splits
 
 
 def _examples(n_ham: int, n_spam: int) -> list[Example]:
@@ -21,16 +21,6 @@ def test_class_weights_known_answer() -> None:
     assert class_weights(_examples(10, 10)) == pytest.approx((1.0, 1.0))
     with pytest.raises(DataError, match=r"^cannot weight classes: 5 ham and 0 spam in the training split$"):
         class_weights(_examples(5, 0))
-
-
-def test_undersample_caps_the_larger_class_and_is_seeded() -> None:
-    data = _examples(90, 10)
-    kept = undersample(data, seed=1, max_ratio=3)
-    counts = Counter(e.label for e in kept)
-    assert counts == {HAM: 30, SPAM: 10}
-    assert kept == undersample(data, seed=1, max_ratio=3) and kept != undersample(data, seed=2, max_ratio=3)
-    assert Counter(e.label for e in undersample(data, seed=1, max_ratio=100)) == {HAM: 90, SPAM: 10}
-    assert Counter(e.label for e in undersample(_examples(4, 12), seed=1)) == {HAM: 4, SPAM: 4}
 
 
 def test_stratified_splits_keep_both_classes_and_the_real_ratio() -> None:

@@ -8,6 +8,7 @@ import base64
 import email
 import random
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -247,3 +248,48 @@ def test_message_object_parsed_from_str_is_not_decoded_twice() -> None:
 def test_wrong_type() -> None:
     with pytest.raises(TypeError, match=r"message must be str, bytes or email\.message\.Message, not int"):
         message_text(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@example.com\nTo: b@example.com\nSubject: =?utf-8?q?caf=C3=A9?= and\n  more\n\nbody",
+        b"From: a@example.com\nTo: b@example.com\nSubject: \n\nbody",
+        b"From: a@example.com\nTo: b@example.com\n\nno subject at all",
+        b"Subject: only a subject line\n\nbody",
+        b"WIN a prize now\nreply STOP",
+        "Subject: as str\nFrom: a@b\n\nbody",
+    ],
+)
+def test_message_subject_is_what_message_text_puts_first(raw: str | bytes) -> None:
+    subject = mt.message_subject(raw)
+    text = message_text(raw)
+    assert subject == (text.split("\n\n", 1)[0] if subject else "")
+    assert not subject or text.startswith(subject + "\n\n") or text == subject
+
+
+def test_message_subject_of_every_real_mail() -> None:
+    for path in MAILS:
+        raw = path.read_bytes()
+        subject = mt.message_subject(raw)
+        assert message_text(raw).startswith(subject), path.name
+        assert mt.message_subject(email.message_from_bytes(raw)) == subject
+
+
+@pytest.mark.parametrize(
+    ("raw", "read"),
+    [
+        (b"WIN a prize now\n", b"WIN a prize now"),
+        (b"WIN a prize now\r\n", b"WIN a prize now"),
+        (b"two lines\n\n", b"two lines\n"),  # one line break only
+        (b"no newline", b"no newline"),
+        (b"From: a@b\nTo: c@d\nSubject: s\n\nbody\n", b"From: a@b\nTo: c@d\nSubject: s\n\nbody\n"),  # mail as is
+    ],
+)
+def test_check_and_learn_read_a_text_the_same_way(raw: bytes, read: bytes, tmp_path: Path) -> None:
+    from spamguard.cli.check import read_input
+    from spamguard.corpus import read_message_file
+
+    path = tmp_path / "input"
+    path.write_bytes(raw)
+    assert mt.strip_final_newline(raw) == read_input(str(path)) == read_message_file(str(path)) == read
