@@ -44,7 +44,7 @@ bench-accuracy:
 bench-training:
 	$(PY) benchmarks/bench_training.py
 
-# spamguard train --ham/--spam on the SpamAssassin sample through the CLI (README "Your own mail"): a small GPT-2
+# spamguard train --ham/--spam on the SpamAssassin sample through the CLI (docs/own-mail.md): a small GPT-2
 # (4 layers x 256) from random weights, every layer trained at lr 3e-4 (the accuracy benchmark's settings),
 # threshold for FPR <= 1% on validation; prints the held-out test figures and the time taken. Writes only under
 # OWN_MAIL_WORK.

@@ -1,4 +1,4 @@
-"""`spamguard pipe` as maildrop's `xfilter`, the README recipe run for real on a few messages.
+"""`spamguard pipe` as maildrop's `xfilter`, the docs/mail-integration.md recipe run for real on a few messages.
 
 maildrop treats any non-zero exit of an xfilter as a temporary failure of the whole delivery (it exits 75 and
 delivers nothing), so fail-open (exit 0 with the original bytes) is what keeps mail flowing when the model is

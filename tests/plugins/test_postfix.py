@@ -206,9 +206,9 @@ def test_load_none_lost_none_duplicated(
 
 
 def test_content_filter_script_filters_and_reinjects(stack: MailStack, tiny_bundle: Path, tmp_path: Path) -> None:
-    """The README's after-queue recipe: the script pipe(8) runs, here started directly (pipe(8) would run it as
-    an unprivileged user, and this machine's Python lives where such a user cannot reach), reinjecting into
-    this Postfix with the real sendmail(1)."""
+    """The after-queue recipe of docs/mail-integration.md: the script pipe(8) runs, here started directly
+    (pipe(8) would run it as an unprivileged user, and this machine's Python lives where such a user cannot
+    reach), reinjecting into this Postfix with the real sendmail(1)."""
     stack.clear_sink()
     env = {"SENDMAIL": f"/usr/sbin/sendmail -C {stack.root / 'pf' / 'etc'}", "PATH": "/usr/sbin:/usr/bin:/bin"}
     command = [str(CONTENT_FILTER), "-f", SENDER, "--", RECIPIENT]
