@@ -43,7 +43,8 @@ from spamguard.training.package import (
     format_metrics,
     package,
 )
-from spamguard.training.prefix_cache import build_cache, resolve_precision
+from spamguard.training.prefix_cache import build_cache
+from spamguard.training.prefix_precision import choose_precision
 from spamguard.training.recipe import (
     CachedData,
     TokenData,
@@ -197,11 +198,10 @@ def prepare_data(
     train_split: Split,
     val_split: Split,
     job: Job,
-    precision: str,
     log: Callable[[str], None] = print,
 ) -> tuple[TokenData | CachedData, TokenData | CachedData, dict[str, Any]]:
     """Training and validation data as the recipe consumes them: cached prefix states where the prefix is
-    frozen, token ids when everything trains."""
+    frozen, token ids when everything trains. The cache's record says which precision it ran in and why."""
     if not trainable.cacheable:
         log("prefix cache: none (--trainable all trains the embeddings too)")
         return (
@@ -209,6 +209,9 @@ def prepare_data(
             TokenData(val_split.token_lists, val_split.labels),
             {"used": False},
         )
+    choice = choose_precision(job.recipe.prefix_precision, model.config.n_embd)
+    log(choice.line())
+    precision = choice.precision
     t0 = time.perf_counter()
     caches = [
         build_cache(
@@ -231,6 +234,7 @@ def prepare_data(
     size = sum(c.nbytes for c in caches)
     log(f"prefix cache: {blocks}, {precision}, {size / 1e6:.1f} MB fp16 {where}, built in {seconds:.1f} s")
     info = {"used": True, "precision": precision, "bytes": size, "on_disk": caches[0].on_disk, "seconds": seconds}
+    info["precision_choice"] = choice.to_dict()
     return CachedData(caches[0], train_split.labels), CachedData(caches[1], val_split.labels), info
 
 
@@ -248,7 +252,6 @@ def run(
     seconds: dict[str, float] = {}
     output = plan_output(job)
     recipe = job.recipe
-    precision = resolve_precision(recipe.precision)
     if job.threads is not None:
         torch.set_num_threads(job.threads)
 
@@ -286,9 +289,7 @@ def run(
 
     with tempfile.TemporaryDirectory(prefix="spamguard-train-", dir=job.work_dir) as scratch:
         work = Path(scratch)
-        train_data, val_data, cache_info = prepare_data(
-            model, trainable, parts["train"], parts["validation"], job, precision, log
-        )
+        train_data, val_data, cache_info = prepare_data(model, trainable, parts["train"], parts["validation"], job, log)
         seconds["prefix_cache"] = cache_info.get("seconds", 0.0)
         try:
             result = train(model, train_data, val_data, recipe, trainable, log=log)
@@ -316,7 +317,7 @@ def run(
         )
         checkpoint = _write_checkpoint(model, work / CHECKPOINT_FILE, job, result, output.name)
         seconds["total"] = time.perf_counter() - began
-        manifest = _manifest(job, output, model, base_model, splits, data_source, result, cache_info, precision)
+        manifest = _manifest(job, output, model, base_model, splits, data_source, result, cache_info)
         manifest["training"]["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
         bundle = package(
             output.path,
@@ -350,7 +351,6 @@ def _manifest(
     data_source: str | None,
     result: TrainResult,
     cache_info: dict[str, Any],
-    precision: str,
 ) -> dict[str, Any]:
     return {
         "name": output.name,
@@ -359,7 +359,6 @@ def _manifest(
         "model_config": model.config.to_dict(),
         "training": {
             **job.recipe.to_dict(),
-            "precision": precision,
             "weights": job.weights,
             "data": data_source,
             "balanced": job.balance,

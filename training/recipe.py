@@ -35,7 +35,7 @@ class TrainSettings:
     lr: float = 5e-5
     weight_decay: float = 0.1
     seed: int = 123  # torch (head initialisation) and the data order of every epoch
-    precision: str = "auto"  # of the frozen prefix pass: auto (bf16 where native) | fp32 | bf16
+    prefix_precision: str = "auto"  # of the frozen prefix pass: auto (see prefix_precision.py) | fp32 | bf16
     class_weights: tuple[float, float] | None = None  # (ham, spam) loss weights for imbalanced data
 
     def to_dict(self) -> dict:

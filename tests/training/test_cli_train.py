@@ -72,7 +72,12 @@ def test_train_tiny_model_on_real_sms_file(checkpoint: Path, one_thread: object)
         "last-block",
         8,
     )
-    assert training["precision"] in ("fp32", "bf16") and training["prefix_cache"]["used"] is True
+    cache = training["prefix_cache"]
+    assert training["prefix_precision"] == "auto" and cache["used"] is True
+    choice = cache["precision_choice"]
+    assert (choice["requested"], choice["chosen"]) == ("auto", cache["precision"])
+    assert f"prefix precision: {choice['chosen']} ({choice['reason']})" in result.stdout
+    assert choice["probe"]["shape"] == [256, 32, 96] and choice["probe"]["fp32_s"] > 0
     assert training["seconds"]["train"] > 0 and training["split"]["test"] == {"ham": 14, "spam": 16}
     assert m["export"]["parity_max_abs_logit_diff"] <= 1e-4
     agreement = m["metrics"]["int8_agreement"]
@@ -176,6 +181,15 @@ def test_trainable_that_is_no_spec() -> None:
     assert "Invalid value for '--trainable': 'some' is not last-block, last-layer, all or a number" in result.stderr
 
 
+def test_prefix_precision_has_its_own_name() -> None:
+    result = invoke("--precision", "fp32")
+    assert result.exit_code == 2
+    assert "No such option '--precision'. Did you mean '--prefix-precision'?" in result.stderr
+    result = invoke("--prefix-precision", "fp16")
+    assert result.exit_code == 2
+    assert "Invalid value for '--prefix-precision': 'fp16' is not one of 'auto', 'fp32', 'bf16'." in result.stderr
+
+
 def test_max_tokens_beyond_the_position_table(checkpoint: Path, small_data: Path) -> None:
     result = invoke("--base", str(checkpoint), "--data", str(small_data), "--max-tokens", "300")
     assert error_line(result) == "Error: --max-tokens must be between 1 and the model's 256 positions"
@@ -192,9 +206,19 @@ def test_random_weights_from_a_config_only_folder_with_tokenizer_option(
         f"Error: {small} has no vocab.json and merges.txt: pass --tokenizer DIR (a folder with encoder.json and "
         "vocab.bpe)"
     )
-    result = invoke(*common, "--tokenizer", str(BPE_DIR), "--epochs", "1", "--threads", "1", "--out", f"{tmp_path}/b")
+    result = invoke(
+        *common,
+        *("--tokenizer", str(BPE_DIR), "--epochs", "1", "--threads", "1", "--prefix-precision", "bf16"),
+        *("--out", f"{tmp_path}/b"),
+    )
     assert result.exit_code == 0, result.output + result.stderr
+    assert "prefix precision: bf16 (as asked)\n" in result.stdout
     bundle = load_bundle(tmp_path / "b")
     assert bundle.manifest["base_model"] == "small" and bundle.manifest["training"]["weights"] == "random"
+    training = bundle.manifest["training"]
+    assert training["prefix_precision"] == "bf16" and training["prefix_cache"]["precision"] == "bf16"
+    choice = training["prefix_cache"]["precision_choice"]
+    assert (choice["chosen"], choice["reason"], choice["probe"]) == ("bf16", "as asked", None)
+    assert set(choice["cpu"]) == {"model", "flags"}
     assert registry.default_name() == "b"  # installed from --out under the folder's name
     assert np.isfinite(bundle.manifest["metrics"]["test"]["accuracy"])
