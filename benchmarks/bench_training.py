@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import time
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,9 +36,8 @@ from spamguard.training.prefix_cache import build_cache
 from spamguard.training.prefix_precision import choose_precision, read_cpu_info
 from spamguard.training.recipe import CachedData, TokenData, TrainSettings, evaluate, parse_trainable, train
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SMS_FILE = SHARED / "sms_spam_collection" / "SMSSpamCollection"
-BPE_DIR = SHARED / "gpt2_bpe"
+from public_data import BPE, SMS, dataset
+
 MAX_TOKENS = 256  # spamguard train's default; no SMS of the balanced split is cut by it
 
 
@@ -55,8 +53,9 @@ def seeded_subset(items: list, n: int | None, seed: int) -> list:
 
 def load_split(seed: int, train_subset: int | None, val_subset: int | None) -> tuple[dict, int]:
     """Token ids and labels per part, and the longest training example of the whole split (the book's pad)."""
-    enc = load_encoding(BPE_DIR / "encoder.json", BPE_DIR / "vocab.bpe")
-    splits = split(balance(deduplicate(read_sms_tsv(SMS_FILE)), seed), seed)
+    bpe = dataset(BPE)
+    enc = load_encoding(bpe / "encoder.json", bpe / "vocab.bpe")
+    splits = split(balance(deduplicate(read_sms_tsv(dataset(SMS))), seed), seed)
     longest = max(len(encode(enc, e.text, MAX_TOKENS)) for e in splits.train)
     parts = {
         "train": seeded_subset(splits.train, train_subset, seed),

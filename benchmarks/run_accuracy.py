@@ -22,8 +22,7 @@ from accuracy.evaluate import Result, evaluate  # noqa: E402
 from accuracy.protocols import PROTOCOLS, build  # noqa: E402
 from accuracy.report import markdown_table, roc_figure  # noqa: E402
 from accuracy.spamguard_method import Config, SpamguardMethod  # noqa: E402
-
-SHARED = ROOT.parent / "shared" / "data"
+from public_data import MAIL, SMS, dataset  # noqa: E402
 
 
 def main() -> int:
@@ -31,19 +30,20 @@ def main() -> int:
     parser.add_argument("--protocols", default="P1,P2,P3,P4")
     parser.add_argument("--split-seed", type=int, default=123, help="seed of every split (fixed across methods)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "accuracy")
-    parser.add_argument("--sms", type=Path, default=SHARED / "sms_spam_collection" / "SMSSpamCollection")
-    parser.add_argument("--mail", type=Path, default=SHARED / "spamassassin_2003_part1")
+    parser.add_argument("--sms", type=Path, help="SMS Spam Collection file (default: in $SPAMGUARD_DATA)")
+    parser.add_argument("--mail", type=Path, help="folder with ham/ and spam/ mail (default: in $SPAMGUARD_DATA)")
     parser.add_argument("--seeds", default="1,2,3", help="spamguard training seeds; empty to skip spamguard")
     parser.add_argument("--base", default=None, help="a GPT-2 folder with real weights: adds the pretrained recipe")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for spamguard training")
     args = parser.parse_args()
+    sms_file, mail_dir = args.sms or dataset(SMS), args.mail or dataset(MAIL)
 
     results: list[Result] = []
     notes = []
     seeds = [int(x) for x in args.seeds.split(",") if x]
     config = Config(threads=args.threads)
     for protocol in args.protocols.split(","):
-        splits = build(protocol, args.split_seed, sms_file=args.sms, mail_dir=args.mail)
+        splits = build(protocol, args.split_seed, sms_file=sms_file, mail_dir=mail_dir)
         print(f"{protocol}: {splits.counts()}", flush=True)
         methods: list[object] = [SpamguardMethod(seed, config) for seed in seeds]
         if args.base:

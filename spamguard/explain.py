@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import TYPE_CHECKING
 
-from spamguard.message_text import mail_subject, message_text
+from spamguard.message_text import message_subject, message_text
 
 if TYPE_CHECKING:
     import tiktoken
@@ -192,7 +192,7 @@ def explain_text(
 
 def has_subject_line(message: str | bytes | Message) -> bool:
     """Whether message_text put a subject first: the message is a mail and its decoded Subject is not blank."""
-    return bool(mail_subject(message))
+    return bool(message_subject(message))
 
 
 def explain_message(

@@ -21,7 +21,7 @@ import mailbox
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from spamguard.corpus import CorpusEntry, corpus_dir, entries
 from spamguard.datasets import HAM, LABEL_NAMES, LABELS, SPAM, Example, read_sms_tsv
 from spamguard.errors import DataError
 from spamguard.message_text import KINDS, MAIL, SMS, message_kind, message_text
+from spamguard.progress import progress as progress_bar
 
 TextFunction = Callable[[str | bytes], str]
 
@@ -40,12 +41,6 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # an SMS is at most a few concatenated 160-character parts, and a long text file in a mail folder is a README.
 MAX_SMS_FILE_BYTES = 16 * 1024
 MAILDIR_SUBDIRS = ("cur", "new")  # tmp/ holds messages still being delivered
-# The header block of anything called a mail message names at least one of these.
-_MAIL_HEADERS = frozenset(
-    b"from to cc subject date received message-id return-path delivered-to mime-version content-type "
-    b"sender reply-to x-mailer".split()
-)
-_HEADER_LINE = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")  # RFC 5322 field name, colon
 _MBOXRD_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
 _HEAD_BYTES = 64 * 1024  # enough to see a header block
 NOT_A_MAIL = "not a mail message"  # the start of the skip reasons of text without a mail's header block
@@ -135,28 +130,15 @@ def detect_kind(path: Path) -> str:
 
 
 def not_a_message(head: bytes) -> str | None:
-    """Why these leading bytes are not an RFC 822 message, or None if they look like one. A loose test on
-    purpose: it only has to tell mail from READMEs, scripts and binaries that sit in mail folders."""
+    """Why these leading bytes are not a mail, or None when they are one by the runtime's own rule
+    (`message_kind`): a file in a mail folder that the filter would read as plain text (a README, a script,
+    `cmds`) is skipped, not trained on as a message."""
     if not head.strip():
         return "empty file"
     if b"\0" in head:
         return "binary file"
-    lines = head.lstrip(b"\r\n").splitlines()
-    if lines and lines[0].startswith(b"From "):
-        lines = lines[1:]  # the mbox envelope line many saved messages keep
-    names = []
-    for line in lines:
-        if not line.strip():
-            break
-        match = _HEADER_LINE.match(line)
-        if match:
-            names.append(match.group(1).lower())
-        elif not names or not line[:1].isspace():  # neither a field nor a folded continuation
-            break
-    if not names:
+    if message_kind(head) != MAIL:
         return f"{NOT_A_MAIL} (no header block)"
-    if not _MAIL_HEADERS.intersection(names):
-        return f"{NOT_A_MAIL} (no From, Subject, Date or Received header)"
     return None
 
 
@@ -288,18 +270,6 @@ def _extract(raw: RawMessage, text_of: TextFunction) -> tuple[str | None, str | 
     return text, None
 
 
-def _progress(messages: Iterator[RawMessage], desc: str, enabled: bool) -> Iterable[RawMessage]:
-    """A tqdm bar where tqdm is installed (training); a mail host running `spamguard eval` may lack it, and
-    then reading is silent rather than failing."""
-    if not enabled:
-        return messages
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return messages
-    return tqdm(messages, desc=desc, unit="msg", leave=False)
-
-
 def _sms_candidate(raw: RawMessage) -> bool:
     """A file that is no mail but reads as one SMS (`sms_text`)."""
     return (
@@ -325,7 +295,7 @@ def _collect(
     texts: list[RawMessage] = []  # SMS candidates, decided once the whole source was seen
     holds_mail = False
     name = Path(report.path).name
-    for raw in _progress(messages, f"reading {name}", progress):
+    for raw in progress_bar(messages, desc=f"reading {name}", unit="msg") if progress else messages:
         report.read += 1
         if sms_files and _sms_candidate(raw):
             texts.append(raw)

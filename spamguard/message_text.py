@@ -393,7 +393,7 @@ def message_text(raw: str | bytes | Message) -> str:
     return _mail_text(_parse(raw))
 
 
-def mail_subject(raw: str | bytes | Message) -> str:
+def message_subject(raw: str | bytes | Message) -> str:
     """The decoded Subject that `message_text` puts first ("" for an SMS or a mail without one): `--explain`
     splits the text it explains by it, so it is read here exactly as message_text reads it."""
     if message_kind(raw) == SMS:
@@ -401,3 +401,12 @@ def mail_subject(raw: str | bytes | Message) -> str:
     if isinstance(raw, Message):
         return _subject(raw)
     return _subject(_parse(raw if isinstance(raw, str) else bytes(raw[:MAX_PARSE_BYTES])))
+
+
+def strip_final_newline(raw: bytes) -> bytes:
+    """A typed text (an SMS in a file or on stdin) without its one trailing line break: `echo TEXT |` and editors
+    add it, and the model reads its verdict at the last token. A mail's bytes stay as they are. `spamguard
+    check` and `spamguard learn` both read their inputs through this, so a learned SMS is the text check scores."""
+    if message_kind(raw) == SMS:
+        return raw.removesuffix(b"\n").removesuffix(b"\r")
+    return raw

@@ -8,13 +8,12 @@ threshold of each kind is chosen there by false-positive rate, which 71 ham (the
 measure only in steps of 1.4%; and the rare ham that looks like spam (newsletters, receipts: SpamAssassin's
 hard_ham) is what an FPR-first filter must see, which undersampling throws away. The weights give every group
 the same share of the loss, so neither the larger kind nor the larger label decides what the model learns.
-`undersample` is here for a training split too large to be cheap per epoch. Why not sampling: docs/training.md,
+Why not sampling: docs/training.md,
 "Mail and SMS together"."""
 
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -51,24 +50,6 @@ def example_weights(examples: Sequence[Example], weights: Mapping[str, Sequence[
 
 def describe_weights(weights: Mapping[str, Sequence[float]]) -> str:
     return ", ".join(f"{kind} ham {w[HAM]:.3f}, {kind} spam {w[SPAM]:.3f}" for kind, w in weights.items())
-
-
-def undersample(examples: Sequence[Example], seed: int, max_ratio: float = 1.0) -> list[Example]:
-    """Keep every message of the smaller class and at most `ceil(max_ratio * n_smaller)` of the larger one
-    (seeded), in shuffled order. `max_ratio=1` is the book's balancing; a larger ratio keeps more ham variety
-    while bounding the cost of an epoch. Meant for the training split only: validation and test keep the real
-    ratio, or their false-positive rate would be measured on too few ham."""
-    if max_ratio < 1.0:
-        raise ValueError(f"max_ratio must be at least 1, got {max_ratio}")
-    rng = random.Random(seed)
-    by_label = {label: [e for e in examples if e.label == label] for label in (HAM, SPAM)}
-    small, large = sorted(by_label.values(), key=len)
-    if not small:
-        raise DataError("cannot undersample: one class has no examples")
-    keep = min(len(large), math.ceil(max_ratio * len(small)))
-    chosen = list(small) + rng.sample(large, keep)
-    rng.shuffle(chosen)
-    return chosen
 
 
 def require_both_labels(splits: Splits, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> None:

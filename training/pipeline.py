@@ -26,6 +26,7 @@ from spamguard.paths import models_dir
 from spamguard.tokenizer import encode, load_encoding
 from spamguard.training.curves import plot_curves
 from spamguard.training.data import Example, Splits
+from spamguard.training.defaults import DEFAULT_MAX_TOKENS
 from spamguard.training.errors import TrainingError, WeightsError
 from spamguard.training.gpt2 import HUB_REPOS, GPT2Classifier
 from spamguard.training.imbalance import class_weights, describe_weights, example_weights
@@ -51,7 +52,6 @@ from spamguard.training.recipe import (
 )
 from spamguard.training.weights import BaseModel, build_model, fetch, is_known_name, locate
 
-DEFAULT_MAX_TOKENS = 256  # as `spamguard train --max-tokens` (why 256: see spamguard/cli/train.py)
 CURVES_FILE = "training_curves.png"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 

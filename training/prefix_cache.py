@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from spamguard.training.export import pad_batch
+from spamguard.padding import pad_batch
+from spamguard.progress import progress as progress_bar
 from spamguard.training.gpt2 import GPT2Classifier
 from spamguard.training.prefix_precision import autocast
 
@@ -109,7 +109,7 @@ def build_cache(
     memory_limit: int | None = None,
     work_dir: Path | None = None,
     desc: str = "prefix cache",
-    progress: Callable[..., Iterator] = tqdm,
+    progress: Callable[..., Iterable] = progress_bar,
 ) -> PrefixCache:
     """Run embeddings + blocks `[0, start)` once over every example (all of them for `last_only`).
 
@@ -135,7 +135,7 @@ def build_cache(
     chunks = list(length_sorted_chunks(lengths, batch_size))
     try:
         with torch.no_grad(), autocast(precision):
-            for chunk in progress(chunks, desc=desc, unit="batch", leave=False):
+            for chunk in progress(chunks, desc=desc, unit="batch"):
                 ids, chunk_lengths = pad_batch([list(token_lists[i]) for i in chunk])
                 hidden = model.prefix(torch.from_numpy(ids), start).float()  # (B, T, C)
                 for row, i in enumerate(chunk):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from spamguard.metrics import binary_metrics
+from spamguard.padding import pad_batch
+from spamguard.progress import progress as progress_bar
+from spamguard.tokenizer import PAD_ID
 from spamguard.training.errors import TrainingError
-from spamguard.training.export import PAD_ID, pad_batch
 from spamguard.training.gpt2 import GPT2Classifier
 from spamguard.training.prefix_cache import PrefixCache
 
@@ -268,7 +269,7 @@ def train(
     trainable: Trainable,
     *,
     log: Callable[[str], None] = print,
-    progress: Callable[..., Iterator] = tqdm,
+    progress: Callable[..., Iterable] = progress_bar,
 ) -> TrainResult:
     """AdamW over the trainable parameters for `settings.epochs` epochs, shuffled with the seed; validation
     after every epoch; the best epoch (validation accuracy, then loss) is restored into `model` at the end."""
@@ -292,7 +293,6 @@ def train(
             epoch_order(len(train_data), settings.batch_size, rng),
             desc=f"epoch {epoch}/{settings.epochs}",
             unit="batch",
-            leave=False,
         )
         for indices in bar:
             batch = train_data.batch(indices)

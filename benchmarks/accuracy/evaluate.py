@@ -1,4 +1,4 @@
-"""One method on one split: fit, score, and the figures the README table shows.
+"""One method on one split: fit, score, and the figures the accuracy table (docs/accuracy/results.md) shows.
 
 The operating thresholds for the low-FPR columns are chosen on the validation scores and only then applied to
 test, as a user would have to: choosing them on test would report a recall nobody could get."""

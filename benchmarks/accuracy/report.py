@@ -1,4 +1,4 @@
-"""The benchmark's outputs: a Markdown table (pasted into the README as is) and ROC curves per protocol."""
+"""The benchmark's outputs: a Markdown table (docs/accuracy/results.md) and ROC curves per protocol."""
 
 from __future__ import annotations
 

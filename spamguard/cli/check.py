@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, BinaryIO
 import click
 
 from spamguard.cli import DEBUG_ENV
+from spamguard.cli.options import model_option, precision_option, threads_option, threshold_option
 from spamguard.errors import SpamguardError, one_line
-from spamguard.message_text import MAX_PARSE_BYTES, looks_like_mail, message_kind
+from spamguard.message_text import MAX_PARSE_BYTES, message_kind, strip_final_newline
 
 if TYPE_CHECKING:
     from spamguard.classifier import Classifier, Verdict
@@ -70,8 +71,7 @@ def _read_head(stream: BinaryIO, drain: bool) -> bytes:
 
 
 def read_input(name: str) -> bytes:
-    """One input's bytes. A text that is not a mail loses one trailing line break: `echo TEXT |` and editors
-    add it, and the model reads its verdict at the last token."""
+    """One input's bytes; a text that is not a mail without its trailing line break (`strip_final_newline`)."""
     try:
         if name == "-":
             data = _read_head(sys.stdin.buffer, drain=True)
@@ -80,9 +80,7 @@ def read_input(name: str) -> bytes:
                 data = _read_head(f, drain=False)
     except OSError as exc:
         raise SpamguardError(f"cannot read {name}: {exc.strerror or exc}") from exc
-    if not looks_like_mail(data):
-        data = data.removesuffix(b"\n").removesuffix(b"\r")
-    return data
+    return strip_final_newline(data)
 
 
 def _chunks(names: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
@@ -127,11 +125,11 @@ def _kind(verdict: Verdict, message: bytes) -> str:
 
 @click.command("check", cls=ExitThreeOnUsageError)
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--model", "-m", help="Model name or bundle path (default: $SPAMGUARD_MODEL, then the default model).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), help="Spam when P(spam) >= this (default: the model's).")
+@model_option
+@threshold_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
-@click.option("--fp32", is_flag=True, help="Use the full-precision model even when the bundle has an int8 one.")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads (default: physical cores).")
+@precision_option
+@threads_option
 @click.option(
     "--explain",
     is_flag=True,
@@ -143,7 +141,7 @@ def check(
     model: str | None,
     threshold: float | None,
     as_json: bool,
-    fp32: bool,
+    precision: str,
     threads: int | None,
     explain: bool,
 ) -> None:
@@ -151,7 +149,7 @@ def check(
     from spamguard.classifier import Classifier
     from spamguard.explain import explain_with_classifier
 
-    clf = Classifier.load(model, precision="fp32" if fp32 else "auto", threads=threads)  # fails as exit 3
+    clf = Classifier.load(model, precision=precision, threads=threads)  # fails as exit 3
     codes: list[int] = []
     for names in _chunks(files or ("-",)):
         readable: list[bytes] = []

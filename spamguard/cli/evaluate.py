@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from spamguard.cli.options import model_option, precision_option, threads_option, threshold_option
 from spamguard.datasets import HAM
 from spamguard.errors import DataError
 from spamguard.mail_sources import format_reports, read_labelled
@@ -67,14 +68,10 @@ def _describe(data: Path | None, ham: tuple[Path, ...], spam: tuple[Path, ...]) 
 @click.option(
     "--spam", multiple=True, type=click.Path(path_type=Path), help="Spam: a Maildir, an mbox or a folder (repeatable)."
 )
-@click.option("--model", "-m", help="Model name or bundle path (default: $SPAMGUARD_MODEL, then the default model).")
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0.0, 1.0),
-    help="Spam when P(spam) >= this, for both kinds (default: the model's threshold of each message's kind).",
-)
-@click.option("--fp32", is_flag=True, help="Evaluate the full-precision model even when the bundle has an int8 one.")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads (default: physical cores).")
+@model_option
+@threshold_option
+@precision_option
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @click.option(
     "--plots",
@@ -92,7 +89,7 @@ def evaluate(
     spam: tuple[Path, ...],
     model: str | None,
     threshold: float | None,
-    fp32: bool,
+    precision: str,
     threads: int | None,
     as_json: bool,
     plots: Path | None,
@@ -117,7 +114,7 @@ def evaluate(
         raise DataError(f"no messages to evaluate in {_describe(data, ham, spam)}")
     if (plots is not None or report is not None) and not (n_ham and n_spam):
         raise DataError(f"plots need ham and spam, got {n_ham} ham and {n_spam} spam")
-    clf = Classifier.load(model, precision="fp32" if fp32 else "auto", threads=threads)
+    clf = Classifier.load(model, precision=precision, threads=threads)
     kinds = [e.kind for e in examples]
     present = [kind for kind in KINDS if kind in kinds]
     thresholds = {kind: clf.bundle.threshold_for(kind) if threshold is None else threshold for kind in present}

@@ -8,7 +8,7 @@ import re
 
 import click
 
-from spamguard.cli.pipe import ByteSize
+from spamguard.cli.options import ByteSize, model_option, precision_option, threads_option, threshold_option
 from spamguard.plugins.milter_address import parse_listen
 from spamguard.plugins.milter_server import (
     DEFAULT_LISTEN,
@@ -37,9 +37,9 @@ def _reply(ctx: click.Context, param: click.Parameter, value: str) -> str:
     show_default=True,
     help="inet:HOST:PORT, inet:PORT@HOST or unix:/path (no host: 127.0.0.1).",
 )
-@click.option("--model", "-m", help="Model name or bundle path (default: $SPAMGUARD_MODEL, then the default model).")
-@click.option("--precision", type=click.Choice(["auto", "int8", "fp32"]), default="auto", show_default=True)
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Spam threshold (default: the bundle's).")
+@model_option
+@precision_option
+@threshold_option
 @click.option(
     "--reject-threshold",
     type=click.FloatRange(0, 1),
@@ -82,7 +82,7 @@ def _reply(ctx: click.Context, param: click.Parameter, value: str) -> str:
     show_default=True,
     help="Messages allowed to wait for the model; more are handled by the failure policy at once.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads per worker (default: one per core).")
+@threads_option
 @click.option("--socket-mode", default="660", show_default=True, help="Permissions of a unix socket (octal).")
 def milter(
     listen: str,

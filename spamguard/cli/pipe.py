@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import ClassVar
 
 import click
 
+from spamguard.cli.options import ByteSize, model_option, precision_option, threads_option, threshold_option
 from spamguard.errors import one_line
 from spamguard.plugins.headers import Buffer
 from spamguard.plugins.pipe import (
@@ -19,22 +19,6 @@ from spamguard.plugins.pipe import (
     read_message,
     run_filter,
 )
-
-
-class ByteSize(click.ParamType):
-    """A size in bytes: `512000`, `500K`, `2M` (binary units, as spamc counts)."""
-
-    name = "SIZE"
-    _units: ClassVar[dict[str, int]] = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().removesuffix("B")
-        number, unit = (text[:-1], text[-1]) if text[-1:] in self._units else (text, "")
-        if not number.isdigit() or int(number) < 1:
-            self.fail(f"{value!r} is not a size (examples: 512000, 500K, 2M)", param, ctx)
-        return int(number) * self._units[unit]
 
 
 class PassThroughOnUsageError(click.Command):
@@ -67,9 +51,9 @@ def _write(pieces: Sequence[Buffer]) -> None:
 
 
 @click.command("pipe", cls=PassThroughOnUsageError)
-@click.option("--model", "-m", help="Model name or bundle path (default: $SPAMGUARD_MODEL, then the default model).")
-@click.option("--precision", type=click.Choice(["auto", "int8", "fp32"]), default="auto", show_default=True)
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Spam threshold (default: the bundle's).")
+@model_option
+@precision_option
+@threshold_option
 @click.option(
     "--max-size",
     type=ByteSize(),
@@ -90,7 +74,7 @@ def _write(pieces: Sequence[Buffer]) -> None:
     help=f"On any failure write nothing and exit {EX_TEMPFAIL} (EX_TEMPFAIL) so the MTA retries, "
     "instead of passing the message through unchanged.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads (default: one per core).")
+@threads_option
 @click.option(
     "--max-memory",
     type=ByteSize(),

@@ -8,10 +8,7 @@ from pathlib import Path
 
 import click
 
-# --max-tokens default: all but one SMS of the UCI collection fit in 256 GPT-2 tokens (the longest has 257, the
-# 99th percentile ~70), and for mail 256 tokens hold the subject and the first ~1,000 characters of the body,
-# where spam shows itself; scoring cost grows with the tokens, and the runtime's latency targets stop at 256.
-DEFAULT_MAX_TOKENS = 256
+from spamguard.training.defaults import DEFAULT_MAX_TOKENS
 
 
 class TrainableType(click.ParamType):

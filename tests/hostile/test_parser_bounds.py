@@ -20,8 +20,8 @@ from spamguard.message_text import (
     MAX_PARSE_BYTES,
     SMS,
     looks_like_mail,
-    mail_subject,
     message_kind,
+    message_subject,
     message_text,
 )
 
@@ -88,7 +88,7 @@ def test_a_string_with_lone_surrogates_is_read_not_raised() -> None:
 def test_the_subject_explain_uses_is_the_one_message_text_shows() -> None:
     for raw in (HEAD + b"\r\nbody", nested_multipart(1000), b"From: a\nSubject: \n\nbody", b"just an SMS"):
         text = message_text(raw)
-        subject = mail_subject(raw)
+        subject = message_subject(raw)
         assert text.startswith(subject) and (not subject or text[len(subject) : len(subject) + 2] in ("", "\n\n"))
 
 
@@ -162,7 +162,7 @@ def test_any_mime_soup_extracts_without_raising(pieces: list[bytes]) -> None:
     raw = b"From: a@example.com\r\n" + b"".join(pieces)
     assert isinstance(message_text(raw), str)
     assert isinstance(message_text(raw.decode("utf-8", "surrogateescape")), str)
-    assert message_text(raw).startswith(mail_subject(raw))
+    assert message_text(raw).startswith(message_subject(raw))
 
 
 @given(st.text(max_size=200))

@@ -17,7 +17,6 @@ from spamguard.training.imbalance import (
     example_weights,
     require_both_labels,
     stratified_splits,
-    undersample,
 )
 
 
@@ -47,16 +46,6 @@ def test_class_weights_give_every_kind_and_label_the_same_share_of_the_loss() ->
             share = per_example[[e.kind == kind and e.label == label for e in data]].sum() / per_example.sum()
             assert share == pytest.approx(0.25)
     assert per_example.dtype == np.float32 and len(per_example) == len(data)
-
-
-def test_undersample_caps_the_larger_class_and_is_seeded() -> None:
-    data = _examples(90, 10)
-    kept = undersample(data, seed=1, max_ratio=3)
-    counts = Counter(e.label for e in kept)
-    assert counts == {HAM: 30, SPAM: 10}
-    assert kept == undersample(data, seed=1, max_ratio=3) and kept != undersample(data, seed=2, max_ratio=3)
-    assert Counter(e.label for e in undersample(data, seed=1, max_ratio=100)) == {HAM: 90, SPAM: 10}
-    assert Counter(e.label for e in undersample(_examples(4, 12), seed=1)) == {HAM: 4, SPAM: 4}
 
 
 def test_stratified_splits_keep_both_classes_and_the_real_ratio() -> None:

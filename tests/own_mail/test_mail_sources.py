@@ -134,8 +134,7 @@ def test_folder_skips_non_messages_with_reasons(tmp_path: Path) -> None:
     assert report.read == 11
     assert report.skipped == Counter(
         {
-            "not a mail message (no header block)": 2,
-            "not a mail message (no From, Subject, Date or Received header)": 1,
+            "not a mail message (no header block)": 3,
             "binary file": 1,
             "empty file": 1,
             "unreadable (dangling symlink)": 1,
@@ -197,7 +196,11 @@ def test_dedup_by_text_across_sources_first_label_wins(tmp_path: Path) -> None:
     ("head", "reason"),
     [
         (b"Return-Path: <a@b>\nReceived: from x\n\tby y\nSubject: hi\n\nbody", None),
-        (b"\r\nFrom: a@b\r\nSubject: crlf\r\n\r\nbody", None),
+        (b"From: a@b\r\nSubject: crlf\r\n\r\nbody", None),
+        # what the runtime reads as plain text (`message_kind`) is no message to train on either
+        (b"\r\nFrom: a@b\r\nSubject: after a blank line\r\n\r\nbody", "not a mail message (no header block)"),
+        (b"Title: my notes\n\nnothing to see\n", "not a mail message (no header block)"),
+        (b"Subject: hi", "not a mail message (no header block)"),
         (b"#!/bin/sh\necho hi\n", "not a mail message (no header block)"),
         (b"\x00\x01\x02", "binary file"),
         (b"   \n\n", "empty file"),
@@ -208,13 +211,13 @@ def test_message_detection(head: bytes, reason: str | None) -> None:
 
 
 def test_real_spamassassin_folders_read_without_loss() -> None:
+    """The committed SpamAssassin slice (tests/fixtures/README.md): every mail is used but one repeated text per
+    label, whatever its charset, structure or first header line."""
     examples, reports = read_labelled(sources=[(MAIL_DIR / "ham", HAM), (MAIL_DIR / "spam", SPAM)], text_of=TEXT)
-    ham, spam = reports
-    assert (ham.read, spam.read) == (1250, 250)
-    for report in reports:
-        assert report.used + report.duplicates + report.conflicts + sum(report.skipped.values()) == report.read
-        assert sum(report.skipped.values()) <= 5, report.line()
-    assert ham.used > 1200 and spam.used > 230
+    for report, folder in zip(reports, ("ham", "spam"), strict=True):
+        assert report.read == len(list((MAIL_DIR / folder).iterdir()))
+        assert (report.used, report.duplicates, report.conflicts) == (report.read - 1, 1, 0), report.line()
+        assert not report.skipped, report.line()
     assert len({e.text for e in examples}) == len(examples)
 
 

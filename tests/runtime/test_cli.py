@@ -102,7 +102,7 @@ def test_check_model_problems_are_one_line(tiny_bundle: Path, tmp_path: Path) ->
     assert result.stderr == (
         f"Error: corrupt bundle {copy}: model.int8.onnx does not match its sha256 (reinstall the model)\n"
     )
-    assert run("check", "--fp32", "--model", str(copy), input=SMS).exit_code in (0, 1)  # fp32 is intact
+    assert run("check", "--precision", "fp32", "--model", str(copy), input=SMS).exit_code in (0, 1)  # fp32 is intact
     manifest = json.loads((copy / MANIFEST).read_text())
     manifest["format_version"] = 7
     (copy / MANIFEST).write_text(json.dumps(manifest))
@@ -193,7 +193,7 @@ def test_eval_on_mail_folders(installed: Path, tmp_path: Path) -> None:
     (tmp_path / "ham" / ".hidden").write_text("skipped")
     (tmp_path / "spam" / "cmds").write_text("mv 00001.7c53 00001.7c53336b37003a9286aba55d2945844c\n")
     (tmp_path / "spam" / "gone").symlink_to(tmp_path / "nowhere")  # unreadable: skipped, never fatal
-    result = run("eval", "--data", str(tmp_path), "--json", "--fp32")
+    result = run("eval", "--data", str(tmp_path), "--json", "--precision", "fp32")
     figures = json.loads(result.stdout)
     assert (figures["n"], figures["ham"], figures["spam"], figures["precision_used"]) == (10, 5, 5, "fp32")
     assert result.stderr.splitlines()[1] == (
