@@ -24,35 +24,20 @@ import sys
 import time
 from pathlib import Path
 
+from public_data import MAIL, SMS, dataset
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-SMS_FILE = SHARED / "sms_spam_collection" / "SMSSpamCollection"
-MAIL_DIR = SHARED / "spamassassin_2003_part1"
 SPAMGUARD = str(Path(sys.executable).with_name("spamguard"))
 
 
-def bench_bundle() -> Path:
-    """The runtime's cached 124M bundle when tests/bundles.py provides one, else built here once."""
-    import bundles
-
-    if hasattr(bundles, "gpt2_124m_bundle"):
-        return bundles.gpt2_124m_bundle()
-    from spamguard.training.gpt2 import CONFIGS
-
-    out = ROOT / ".benchmarks" / "gpt2-124m-random-plugins"
-    if not (out / "spamguard.json").is_file():
-        bundles.make_bundle(out, name="gpt2-124m-random", config=CONFIGS["gpt2"], max_tokens=256)
-    return out
-
-
 def sms_texts(n: int) -> list[bytes]:
-    lines = SMS_FILE.read_bytes().splitlines()
+    lines = dataset(SMS).read_bytes().splitlines()
     step = max(1, len(lines) // n)
     return [line.split(b"\t", 1)[1] + b"\n" for line in lines[::step][:n]]
 
 
 def mails(n: int) -> list[bytes]:
-    files = sorted(MAIL_DIR.glob("*/*"))
+    files = sorted(dataset(MAIL).glob("*/*"))
     step = max(1, len(files) // n)
     return [path.read_bytes() for path in files[::step][:n]]
 
@@ -91,9 +76,11 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "plugins")]  # the test helpers: bundles, mailstack
-    bundle = args.bundle or bench_bundle()
     from mailstack import delivered_by_tag, mail_stack, running_milter, send_concurrently, tagged
 
+    from bundles import gpt2_124m_bundle
+
+    bundle = args.bundle or gpt2_124m_bundle()
     load = os.getloadavg()
     print(f"# spamguard plugins benchmark, {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.2f}")

@@ -28,14 +28,12 @@ import torch
 
 from spamguard.classifier import Classifier, _session, length_batches, spam_probability
 from spamguard.datasets import read_sms_tsv
-from spamguard.training.export import pad_batch
+from spamguard.padding import pad_batch
 
 from bundles import BENCH_DIR, gpt2_124m_bundle, gpt2_124m_model
+from public_data import MAIL, SMS, dataset
 
 THREADS = int(os.environ.get("SPAMGUARD_BENCH_THREADS", "2"))
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SMS_FILE = DATA / "sms_spam_collection" / "SMSSpamCollection"
-MAIL_DIR = DATA / "spamassassin_2003_part1"
 N_MESSAGES = 256
 TOKENS = (32, 128, 256)
 
@@ -43,11 +41,11 @@ Scorer = Callable[[Sequence[Sequence[int]]], list[float]]
 
 
 def _sms() -> list[str]:
-    return [e.text for e in random.Random(0).sample(read_sms_tsv(SMS_FILE), N_MESSAGES)]
+    return [e.text for e in random.Random(0).sample(read_sms_tsv(dataset(SMS)), N_MESSAGES)]
 
 
 def _mails() -> list[bytes]:
-    return [path.read_bytes() for path in random.Random(0).sample(sorted(MAIL_DIR.glob("*/*")), N_MESSAGES)]
+    return [path.read_bytes() for path in random.Random(0).sample(sorted(dataset(MAIL).glob("*/*")), N_MESSAGES)]
 
 
 def _torch_scorer(model: torch.nn.Module) -> Scorer:

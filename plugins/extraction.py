@@ -29,9 +29,9 @@ from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spamguard.errors import SpamguardError
+from spamguard.errors import SpamguardError, one_line
 from spamguard.message_text import KINDS, message_kind, message_text
-from spamguard.plugins.pipe import describe_error
+from spamguard.plugins import die_with_parent
 from spamguard.tokenizer import encode
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ _KIND_OF_CODE = {code: kind for kind, code in _KIND_CODES.items()}
 _TOKEN = "I"  # uint32: every GPT-2 id fits; array's "I" is 4 bytes wherever onnxruntime runs
 _LENGTH = struct.Struct(">I")
 _ERROR_CHARS = 300  # a reason is one log line
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 START_TIMEOUT = 30.0  # seconds for a new process to import and build its tokenizer (0.2-0.4 s here)
 
 
@@ -76,7 +75,7 @@ def _answer(raw: bytes, encoding: tiktoken.Encoding, max_tokens: int) -> bytes:
         prepared = prepare(raw, encoding, max_tokens)
         return _OK + _KIND_CODES[prepared.kind] + array(_TOKEN, prepared.tokens).tobytes()
     except Exception as exc:  # RecursionError and MemoryError included: this message's failure, not ours
-        return _ERROR + describe_error(exc)[:_ERROR_CHARS].encode("utf-8", "replace")
+        return _ERROR + one_line(exc)[:_ERROR_CHARS].encode("utf-8", "replace")
 
 
 def _read_frame(fd: int) -> bytes | None:
@@ -100,21 +99,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this process when the server dies (Linux's PR_SET_PDEATHSIG): a server killed while
-    this one is stuck in a parser leaves nothing behind. If the server is gone already, exit now."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: a closed pipe still ends an idle process
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(0)
-
-
 def main() -> None:
     """The extraction process: the tokenizer in the first frame (from our parent, which built it from a verified
     bundle), then one message in and one answer out per frame until the parent closes the pipe."""
-    _die_with_parent(int(sys.argv[1]))
+    die_with_parent(int(sys.argv[1]))
     warnings.simplefilter("ignore")  # nothing a message makes a library say belongs in the server's log
     answers = os.dup(1)
     os.dup2(2, 1)  # whatever a library prints goes to the log, never into the answer stream

@@ -28,10 +28,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spamguard.errors import SpamguardError
+from spamguard.errors import SpamguardError, one_line
 from spamguard.message_text import MAX_PARSE_BYTES
 from spamguard.plugins.extraction import ExtractionError, ExtractionProcess, Prepared
-from spamguard.plugins.pipe import describe_error
 
 if TYPE_CHECKING:
     from spamguard.classifier import Classifier, Verdict
@@ -301,7 +300,7 @@ class ScoringPool:
         try:
             return self._verdicts_for([prepared])[0]
         except Exception as exc:  # MemoryError included: this message's failure, not the server's
-            return ScoringFailed(describe_error(exc))
+            return ScoringFailed(one_line(exc))
 
     def _verdicts_for(self, prepared: list[Prepared]) -> list[Verdict | PoolError]:
         scores = self.classifier.score_tokens([item.tokens for item in prepared])

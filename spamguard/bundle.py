@@ -17,17 +17,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from spamguard.datasets import LABEL_NAMES
 from spamguard.errors import BundleError
+from spamguard.tokenizer import PAD_ID
 
 MANIFEST = "spamguard.json"
 FORMAT = "spamguard-bundle"
 FORMAT_VERSION = 1
-LABELS = ["ham", "spam"]
 ENCODER_FILE = "encoder.json"
 BPE_FILE = "vocab.bpe"
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 DATA_SUFFIX = ".data"  # ONNX external data: a model's weights beside its graph file
+PRECISIONS = ("auto", "int8", "fp32")  # which model of a bundle to run: auto takes int8 when there is one
 
 
 def weights_file(graph: Path) -> Path:
@@ -63,6 +65,20 @@ class Bundle:
     @property
     def unsure(self) -> tuple[float, float] | None:
         band = self.manifest.get("unsure")
+        return (float(band[0]), float(band[1])) if band else None
+
+    def threshold_for(self, kind: str) -> float:
+        """The threshold of a message of `kind` (`mail`/`sms`): the manifest's `thresholds[kind]`, else the one
+        `threshold` (a one-threshold bundle, or a kind the model has no threshold for)."""
+        entry = (self.manifest.get("thresholds") or {}).get(kind)
+        return float(entry["threshold"]) if entry else self.threshold
+
+    def unsure_for(self, kind: str) -> tuple[float, float] | None:
+        """The unsure band of a message of `kind`, with the same fallback as `threshold_for`."""
+        entry = (self.manifest.get("thresholds") or {}).get(kind)
+        if not entry:
+            return self.unsure
+        band = entry.get("unsure")
         return (float(band[0]), float(band[1])) if band else None
 
     @property
@@ -150,8 +166,8 @@ def write_bundle(
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "labels": LABELS,
-            "pad_id": 50256,
+            "labels": list(LABEL_NAMES),
+            "pad_id": PAD_ID,
             "truncation": "head",
             "unsure": None,
             **manifest,

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spamguard.bundle import Bundle
+from spamguard.bundle import PRECISIONS, Bundle
 from spamguard.errors import BundleError, SpamguardError
 from spamguard.message_text import message_text
+from spamguard.padding import pad_batch
 from spamguard.registry import open_model
 from spamguard.tokenizer import encode, load_encoding
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     import tiktoken
 
 MessageLike = str | bytes | Message
-PRECISIONS = ("auto", "int8", "fp32")
 
 # Batches are formed from messages sorted by length and padded to their longest member; a batch stops
 # growing at this many rows or this many padded tokens. On a CPU a GPT-2 forward pass is compute-bound from a
@@ -35,7 +35,7 @@ PRECISIONS = ("auto", "int8", "fp32")
 # batches buy no speed, while onnxruntime's memory arena keeps the largest batch's activations for good.
 MAX_BATCH_ROWS = 32
 MAX_BATCH_TOKENS = 1024
-# Model metadata key (set by `spamguard.training.export.quantize_int8`) saying how activations are quantized.
+# Model metadata key (set by `spamguard.training.quantize.quantize_int8`) saying how activations are quantized.
 ACTIVATION_QUANTIZATION_KEY = "spamguard.activation_quantization"
 
 
@@ -203,12 +203,8 @@ class Classifier:
     def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
         scores = np.empty(len(token_lists), dtype=np.float64)
         lengths = [len(t) for t in token_lists]
-        pad = self.bundle.pad_id
         for batch in length_batches(lengths, max_rows=self._max_rows):
-            ids = np.full((len(batch), max(lengths[i] for i in batch)), pad, dtype=np.int64)
-            for row, index in enumerate(batch):
-                ids[row, : lengths[index]] = token_lists[index]
-            batch_lengths = np.array([lengths[i] for i in batch], dtype=np.int64)
+            ids, batch_lengths = pad_batch([token_lists[i] for i in batch], self.bundle.pad_id)
             logits = self._session.run(["logits"], {"input_ids": ids, "lengths": batch_lengths})[0]
             scores[batch] = spam_probability(logits)
         return scores.tolist()

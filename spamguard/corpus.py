@@ -29,11 +29,11 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import BinaryIO
 
+from spamguard.datasets import LABEL_NAMES as LABELS
 from spamguard.errors import SpamguardError
-from spamguard.message_text import looks_like_mail, message_text
+from spamguard.message_text import message_text, strip_final_newline
 from spamguard.paths import data_dir
 
-LABELS = ("ham", "spam")
 SUFFIX = ".eml"
 # A larger message is stored only this far: the text the model sees comes from the head, and a corpus of
 # corrections should not grow by a 50 MB attachment each time.
@@ -96,9 +96,8 @@ def message_key(raw: bytes, *, source: str = "-", text_of: TextFunction = messag
 
 
 def read_message_file(name: str, stdin: BinaryIO | None = None) -> bytes:
-    """A message from a path, or from `stdin` (a binary stream) when the name is `-`. A text that is not a mail
-    loses one trailing line break, as `spamguard check` reads it (`echo TEXT |` adds one), so a learned SMS
-    is the same text that check scores."""
+    """A message from a path, or from `stdin` (a binary stream) when the name is `-`; a text that is not a mail
+    without its trailing line break, as `spamguard check` reads it (`strip_final_newline`)."""
     if name == "-":
         if stdin is None:
             raise CorpusError("-: no standard input to read")
@@ -112,9 +111,7 @@ def read_message_file(name: str, stdin: BinaryIO | None = None) -> bytes:
                 data = f.read(MAX_STORED_BYTES)
         except OSError as exc:
             raise CorpusError(f"cannot read {name}: {exc.strerror or exc}") from exc
-    if not looks_like_mail(data):
-        data = data.removesuffix(b"\n").removesuffix(b"\r")
-    return data
+    return strip_final_newline(data)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -1,4 +1,7 @@
-"""GPT-2's byte-pair encoding, built by tiktoken from BPE files on disk so neither half ever needs the network."""
+"""GPT-2's byte-pair encoding, built by tiktoken from BPE files on disk so neither half ever needs the network.
+
+tiktoken is imported when an encoding is built, not with this module: the bundle writer and `spamguard models`
+need `PAD_ID` without paying for it."""
 
 from __future__ import annotations
 
@@ -6,15 +9,20 @@ import json
 import re
 from itertools import accumulate
 from pathlib import Path
-
-import tiktoken
+from typing import TYPE_CHECKING
 
 from spamguard.errors import TokenizerError
+
+if TYPE_CHECKING:
+    import tiktoken
 
 # GPT-2's pre-tokenizer pattern, as tiktoken's own "gpt2" encoding defines it (tiktoken_ext.openai_public).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 END_OF_TEXT = "<|endoftext|>"
-END_OF_TEXT_ID = 50256  # also the pad id of every spamguard model
+END_OF_TEXT_ID = 50256
+# Every spamguard model pads with GPT-2's end-of-text: the export, training batches, the runtime and the bundle
+# manifest all take it from here. Its embedding never reaches a verdict, which is read at the last real token.
+PAD_ID = END_OF_TEXT_ID
 
 # The first window of text `encode` tokenizes, in characters per wanted token. English runs at about 4
 # characters per token; the window grows when a text is denser than this.
@@ -76,6 +84,8 @@ def _mergeable_ranks(encoder_json: Path, vocab_bpe: Path) -> dict[bytes, int]:
 def load_encoding(encoder_json: Path, vocab_bpe: Path) -> tiktoken.Encoding:
     """Build the encoding from OpenAI's `encoder.json` + `vocab.bpe` (or the hub's identical `vocab.json` +
     `merges.txt`); a mismatched pair is refused, as tiktoken's own loader does."""
+    import tiktoken
+
     for path in (encoder_json, vocab_bpe):
         if not Path(path).is_file():
             raise TokenizerError(f"tokenizer file not found: {path}")

@@ -8,10 +8,12 @@ from pathlib import Path
 import torch
 
 from spamguard.bundle import write_bundle
-from spamguard.training.export import export_onnx, quantize_int8
+from spamguard.training.export import export_onnx
 from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
+from spamguard.training.quantize import quantize_int8
 
-BPE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpt2_bpe"
+from conftest import BPE_DIR
+
 TINY_CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=32, n_positions=256)
 
 
@@ -71,8 +73,9 @@ def gpt2_124m_bundle(root: Path = BENCH_DIR, *, max_tokens: int = 256) -> Path:
     `.benchmarks/` (gitignored); rebuilt when the export code changes, so benchmarks never time a stale graph."""
     import hashlib
 
-    export_code = Path(__file__).resolve().parents[1] / "training" / "export.py"
-    stamp = hashlib.sha256(export_code.read_bytes()).hexdigest()[:12]
+    training = Path(__file__).resolve().parents[1] / "training"
+    export_code = b"".join((training / name).read_bytes() for name in ("export.py", "quantize.py"))
+    stamp = hashlib.sha256(export_code).hexdigest()[:12]
     out = root / f"gpt2-124m-random-{max_tokens}-{stamp}"
     if not (out / "spamguard.json").is_file():
         import shutil

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-BPE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpt2_bpe"
+from conftest import BPE_DIR
+
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 256}
 
 

@@ -1,19 +1,14 @@
-"""Export a trained classifier to ONNX in the runtime's signature, prove it matches PyTorch, and quantize it.
-
-Signature (DESIGN.md): `input_ids` int64 (batch, seq), right-padded with 50256; `lengths` int64 (batch);
-`logits` float32 (batch, 2) read at `lengths - 1`. Batch and seq are dynamic.
+"""Write a trained classifier as an fp32 ONNX graph in the runtime's signature (DESIGN.md): `input_ids` int64
+(batch, seq), right-padded (`spamguard.padding`); `lengths` int64 (batch); `logits` float32 (batch, 2) read at
+`lengths - 1`. Batch and seq are dynamic. `parity.check_parity` proves the graph equals PyTorch;
+`quantize.quantize_int8` makes the int8 copy from it.
 
 The graph is written here from the model's weights rather than traced: tracing the PyTorch code yields some 600
 nodes of shape plumbing (per-block causal-mask construction, head transposes) in which onnxruntime's fusion
 passes find no attention at all. Written directly, each block is the handful of fused CPU kernels onnxruntime
 has for exactly this network (`MultiHeadAttention` with a causal flag, `SkipLayerNormalization` with the
 residual and bias folded in, `FastGelu` with its bias), and the final block computes keys and values for every
-position but everything else for the last real token only. `check_parity` proves the two agree.
-
-`quantize_int8` then replaces every weight matmul by an int8 one whose activations are quantized per token
-(one scale per row, not per tensor): a message's score does not depend on its batch mates, which a per-tensor
-scale (onnxruntime's `quantize_dynamic`) breaks, and an outlier token cannot crush every other token's
-resolution."""
+position but everything else for the last real token only."""
 
 from __future__ import annotations
 
@@ -27,24 +22,12 @@ from onnx import TensorProto, helper, numpy_helper
 from spamguard.bundle import weights_file
 from spamguard.training.gpt2 import GPT2Classifier
 
-PAD_ID = 50256
 # Above this, protobuf's 2 GB limit forces the weights into a side file (gpt2-large and -xl in fp32).
 _EXTERNAL_DATA_BYTES = 1_800_000_000
-_MS = "com.microsoft"
-# Model metadata read by `spamguard.classifier`: how the int8 model quantizes activations.
-ACTIVATION_QUANTIZATION_KEY = "spamguard.activation_quantization"
+MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib operators (fused attention, LayerNorm, GELU, int8 GEMM)
 
 
-def pad_batch(token_lists: list[list[int]], pad_id: int = PAD_ID) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad to the longest member only: the model reads each row at its own last real token."""
-    lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
-    ids = np.full((len(token_lists), int(lengths.max())), pad_id, dtype=np.int64)
-    for row, tokens in enumerate(token_lists):
-        ids[row, : len(tokens)] = tokens
-    return ids, lengths
-
-
-class _Graph:
+class Graph:
     """A small ONNX graph writer: named constants, and ops that return their output names."""
 
     def __init__(self, prefix: str = "") -> None:
@@ -81,7 +64,7 @@ def build_graph(model: GPT2Classifier) -> onnx.ModelProto:
         raise ValueError("export needs at least one transformer block")
     w = _weights(model)
     C, eps = config.n_embd, float(config.layer_norm_epsilon)
-    g = _Graph()
+    g = Graph()
     shape = g.op("Shape", "input_ids")
     batch = g.op("Gather", shape, g.const("zero", np.array(0, dtype=np.int64)), axis=0)  # scalar B
     seq = g.op("Gather", shape, g.const("one", np.array(1, dtype=np.int64)), axis=0)  # scalar T
@@ -109,14 +92,14 @@ def build_graph(model: GPT2Classifier) -> onnx.ModelProto:
             g.const(f"{ln}.bias", w[f"{ln}.bias"]),
             bias(bias_name),
             outputs=4,
-            domain=_MS,
+            domain=MS_DOMAIN,
             epsilon=eps,
         )
         return normed, total
 
     def mlp_out(h: str, p: str) -> str:
         return linear(
-            g.op("FastGelu", linear(h, f"{p}.mlp.c_fc"), bias(f"{p}.mlp.c_fc"), domain=_MS), f"{p}.mlp.c_proj"
+            g.op("FastGelu", linear(h, f"{p}.mlp.c_fc"), bias(f"{p}.mlp.c_fc"), domain=MS_DOMAIN), f"{p}.mlp.c_proj"
         )
 
     h = g.op(
@@ -136,7 +119,7 @@ def build_graph(model: GPT2Classifier) -> onnx.ModelProto:
             k,
             v,
             bias(f"{p}.attn.c_attn"),
-            domain=_MS,
+            domain=MS_DOMAIN,
             num_heads=config.n_head,
             unidirectional=1,
         )
@@ -164,7 +147,9 @@ def build_graph(model: GPT2Classifier) -> onnx.ModelProto:
         g.const("zero_f", np.array(0.0, dtype=np.float32)),
     )
     mask = g.op("Unsqueeze", mask, g.const("axes_1_2", np.array([1, 2], dtype=np.int64)))  # (B, 1, 1, T)
-    attn = g.op("MultiHeadAttention", q, k, v, bias(f"{p}.attn.c_attn"), "", mask, domain=_MS, num_heads=config.n_head)
+    attn = g.op(
+        "MultiHeadAttention", q, k, v, bias(f"{p}.attn.c_attn"), "", mask, domain=MS_DOMAIN, num_heads=config.n_head
+    )
     h, x = skip_norm(linear(attn, f"{p}.attn.c_proj"), at_last(x), f"{p}.ln_2", f"{p}.attn.c_proj")
     h, _ = skip_norm(mlp_out(h, p), x, "ln_f", f"{p}.mlp.c_proj")
     logits = g.op(
@@ -184,7 +169,7 @@ def build_graph(model: GPT2Classifier) -> onnx.ModelProto:
         g.initializers,
     )
     model_proto = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(_MS, 1)], producer_name="spamguard"
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(MS_DOMAIN, 1)], producer_name="spamguard"
     )
     model_proto.ir_version = 9
     return model_proto
@@ -194,7 +179,7 @@ def _tag(columns: slice) -> str:
     return "" if columns == slice(None) else f"[{columns.start}:{columns.stop}]"
 
 
-def _save(model_proto: onnx.ModelProto, out: Path, *, external: bool | None = None) -> list[Path]:
+def save_model(model_proto: onnx.ModelProto, out: Path, *, external: bool | None = None) -> list[Path]:
     """Write `out`, with the weights in `out.data` beside it when `external` (default: only when protobuf's
     2 GB limit forces it). A side file is loaded by onnxruntime without parsing the weights out of a protobuf
     message: for the int8 124M model that is 0.3 s instead of 0.9 s, and 140 MB resident instead of 180 MB."""
@@ -220,118 +205,4 @@ def export_onnx(model: GPT2Classifier, out: Path) -> list[Path]:
     """Write `out` (and `out.data` for models over ~2 GB); returns the files written. Batch and sequence are
     dynamic up to the model's position table."""
     with torch.no_grad():
-        return _save(build_graph(model.eval()), Path(out))
-
-
-def onnx_logits(session: object, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    return session.run(["logits"], {"input_ids": ids, "lengths": lengths})[0]  # type: ignore[attr-defined]
-
-
-def check_parity(model: GPT2Classifier, onnx_path: Path, token_lists: list[list[int]]) -> float:
-    """Max |logit difference| between PyTorch and onnxruntime on one padded batch of mixed-length messages:
-    this is the test that the export kept the last-real-token reading and the causal mask intact."""
-    import onnxruntime as ort
-
-    ids, lengths = pad_batch(token_lists)
-    with torch.no_grad():
-        expected = model.eval().float()(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return float(np.abs(onnx_logits(session, ids, lengths) - expected).max())
-
-
-def _quantized_matmul(g: _Graph, x: str, weight: np.ndarray, name: str, out: str, *, floor: float | None) -> None:
-    """x @ weight with int8 weights (one scale per output column) and uint8 activations quantized per token.
-
-    Each token row r gets scale s_r = max|x_r| / 127 and is stored as round(x_r / s_r) + 128; the integer
-    product is exact, so the result is sum((q - 128) * w_q) * s_r * s_col, independent of every other row.
-    With `floor` (a known lower bound, GELU's -0.17), the row is shifted to x_r - floor >= 0 and uses all 256
-    levels with zero point 0; the shift's contribution, -floor * column sums, is the caller's to subtract."""
-    w_scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0  # (N,)
-    w_q = np.clip(np.rint(weight / w_scale), -127, 127).astype(np.int8)  # (K, N)
-    if floor is None:
-        peak = g.op("ReduceMax", g.op("Abs", x), "axis_last", keepdims=1)  # (..., 1)
-        scale = g.op("Max", g.op("Mul", peak, "inv_127"), "tiny")  # (..., 1), never 0
-        zero_point = "zero_point_128"
-    else:
-        x = g.op("Sub", x, g.const(f"{name}_floor", np.array(floor, dtype=np.float32)))  # >= 0
-        scale = g.op("Max", g.op("Mul", g.op("ReduceMax", x, "axis_last", keepdims=1), "inv_255"), "tiny")
-        zero_point = "zero_point_0"
-    q = g.op("QuantizeLinear", g.op("Div", x, scale), "unit_scale", zero_point)  # uint8
-    # int32 accumulation, converted and scaled per column inside the GEMM's output stage (..., N)
-    columns = g.op(
-        "MatMulIntegerToFloat",
-        q,
-        g.const(f"{name}_q", w_q),
-        "unit_scale",
-        g.const(f"{name}_scale", w_scale.astype(np.float32)),
-        zero_point,
-        domain=_MS,
-    )
-    g.op("Mul", columns, scale, name=out)
-
-
-# GELU (tanh form) never goes below -0.17004 (at x = -0.75): its outputs are shifted by this to be >= 0.
-GELU_FLOOR = -0.1701
-
-
-def _quantized_embedding(g: _Graph, table: np.ndarray, ids: str, name: str, out: str) -> None:
-    """An int8 copy of the token embedding (one scale per row): 4x less memory for the largest tensor."""
-    row_scale = np.maximum(np.abs(table).max(axis=1), 1e-12) / 127.0  # (V,)
-    table_q = np.clip(np.rint(table / row_scale[:, None]), -127, 127).astype(np.int8)
-    values = g.op("Cast", g.op("Gather", g.const(f"{name}_q", table_q), ids, axis=0), to=TensorProto.FLOAT)
-    scales = g.op("Gather", g.const(f"{name}_scale", row_scale.astype(np.float32)[:, None]), ids, axis=0)
-    g.op("Mul", values, scales, name=out)  # (B, T, C)
-
-
-def quantize_int8(fp32_path: Path, out: Path) -> Path:
-    """The int8 copy of an exported model: every weight matmul (except the 2-column head) and the token
-    embedding in int8, activations quantized per token (see the module docstring); about 4x smaller and, on
-    CPUs with fast int8 dot products, about 2x faster, at a verdict agreement the export measures."""
-    model_proto = onnx.load(str(fp32_path))
-    weights = {t.name: t for t in model_proto.graph.initializer}
-    g = _Graph(prefix="int8_")
-    g.const("axis_last", np.array([-1], dtype=np.int64))
-    g.const("inv_127", np.array(1 / 127, dtype=np.float32))
-    g.const("tiny", np.array(1e-12, dtype=np.float32))
-    g.const("unit_scale", np.array(1.0, dtype=np.float32))
-    g.const("zero_point_128", np.array(128, dtype=np.uint8))
-    g.const("inv_255", np.array(1 / 255, dtype=np.float32))
-    g.const("zero_point_0", np.array(0, dtype=np.uint8))
-    producers = {output: node.op_type for node in model_proto.graph.node for output in node.output}
-    corrections: dict[str, np.ndarray] = {}  # matmul output -> what the GELU shift added to it
-    used: set[str] = set()
-    for node in model_proto.graph.node:
-        weight = weights.get(node.input[1]) if len(node.input) > 1 else None
-        if node.op_type == "MatMul" and weight is not None and weight.dims[1] > 2:
-            matrix = numpy_helper.to_array(weight)
-            floor = GELU_FLOOR if producers.get(node.input[0]) == "FastGelu" else None
-            _quantized_matmul(g, node.input[0], matrix, weight.name, node.output[0], floor=floor)
-            if floor is not None:
-                corrections[node.output[0]] = -floor * matrix.sum(axis=0)
-        elif node.op_type == "Gather" and node.input[0] == "wte.weight":
-            table = numpy_helper.to_array(weights["wte.weight"])
-            _quantized_embedding(g, table, node.input[1], "wte.weight", node.output[0])
-        elif node.op_type == "SkipLayerNormalization" and node.input[0] in corrections:
-            # the shifted matmul feeds this node: take the shift back out through its bias input
-            bias = numpy_helper.to_array(weights[node.input[4]]) - corrections.pop(node.input[0])
-            inputs = [*node.input[:4], g.const(f"{node.input[4]}_gelu_shift", bias.astype(np.float32))]
-            g.nodes.append(helper.make_node(node.op_type, inputs, list(node.output), domain=node.domain))
-            g.nodes[-1].attribute.extend(node.attribute)
-            used.update(node.input[:4])
-        else:
-            g.nodes.append(node)
-            used.update(node.input)
-    if corrections:
-        raise ValueError(f"int8: no SkipLayerNormalization takes back the GELU shift of {', '.join(corrections)}")
-    graph = helper.make_graph(
-        g.nodes,
-        model_proto.graph.name,
-        list(model_proto.graph.input),
-        list(model_proto.graph.output),
-        g.initializers + [t for name, t in weights.items() if name in used],
-    )
-    quantized = helper.make_model(graph, opset_imports=list(model_proto.opset_import), producer_name="spamguard")
-    quantized.ir_version = model_proto.ir_version
-    helper.set_model_props(quantized, {ACTIVATION_QUANTIZATION_KEY: "per-row"})
-    _save(quantized, Path(out), external=True)
-    return Path(out)
+        return save_model(build_graph(model.eval()), Path(out))

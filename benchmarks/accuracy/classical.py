@@ -9,20 +9,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from spamguard.training.data import SPAM, Example
-
-
-class Method(Protocol):
-    name: str
-    default_threshold: float
-
-    def fit(self, train: list[Example], validation: list[Example]) -> None: ...
-
-    def score(self, examples: list[Example]) -> np.ndarray: ...
 
 
 class SklearnMethod:

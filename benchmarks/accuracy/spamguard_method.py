@@ -17,7 +17,7 @@ import numpy as np
 
 from spamguard.training.data import Example, Splits
 
-BPE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gpt2_bpe"
+from public_data import BPE, dataset
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class SpamguardMethod:
         job = Job(
             base=self.base if pretrained else str(self._base_folder()),
             weights="pretrained" if pretrained else "random",
-            tokenizer=None if pretrained else BPE_DIR,
+            tokenizer=None if pretrained else dataset(BPE),
             max_tokens=self.config.max_tokens,
             out=self._work / "bundle",
             name="accuracy-benchmark",

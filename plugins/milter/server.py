@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spamguard.errors import SpamguardError
+from spamguard.errors import SpamguardError, one_line
 from spamguard.plugins.milter import protocol as p
 from spamguard.plugins.milter.address import ListenAddress
 from spamguard.plugins.milter.session import CLOSE, MilterPolicy, MilterSession, Outcome, ScoreRequest
-from spamguard.plugins.pipe import describe_error
 from spamguard.plugins.pool import PoolError, ScoringPool
 from spamguard.plugins.server_guards import ThrottledLog, ensure_descriptors, peer_identity, release_free_memory
 
@@ -160,7 +159,7 @@ class MilterServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the MTA went away (its own timeout, a restart) or we closed it at a cap: nothing to answer
         except Exception as exc:  # a bug: this connection ends (the MTA applies its default action), others go on
-            self._notes.warning("internal", "closing connection: internal error: %s", describe_error(exc))
+            self._notes.warning("internal", "closing connection: internal error: %s", one_line(exc))
         finally:
             writer.transport.abort()
             del self._connections[task]

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from spamguard.cli.pipe import ByteSize
+from spamguard.cli.options import ByteSize, model_option, precision_option, threads_option, threshold_option
 from spamguard.cli.pool_options import pool_options, pool_settings
 from spamguard.plugins.milter.address import parse_listen
 from spamguard.plugins.milter.server import DEFAULT_LISTEN, MilterServer, ServerLimits
@@ -43,9 +43,9 @@ def _reply(ctx: click.Context, param: click.Parameter, value: str) -> str:
     show_default=True,
     help="inet:HOST:PORT, inet:PORT@HOST or unix:/path (no host: 127.0.0.1).",
 )
-@click.option("--model", "-m", help="Model name or bundle path (default: $SPAMGUARD_MODEL, then the default model).")
-@click.option("--precision", type=click.Choice(["auto", "int8", "fp32"]), default="auto", show_default=True)
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Spam threshold (default: the bundle's).")
+@model_option
+@precision_option
+@threshold_option
 @click.option(
     "--reject-threshold",
     type=click.FloatRange(0, 1),
@@ -110,7 +110,7 @@ def _reply(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Seconds to negotiate after connecting, and to finish a packet once started.",
 )
 @pool_options
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads per worker (default: one per core).")
+@threads_option
 @click.option("--socket-mode", default="660", show_default=True, help="Permissions of a unix socket (octal).")
 def milter(
     listen: str,

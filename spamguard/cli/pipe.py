@@ -3,39 +3,32 @@
 from __future__ import annotations
 
 import sys
-from typing import ClassVar
+from collections.abc import Sequence
 
 import click
 
+from spamguard.cli.options import ByteSize, model_option, precision_option, threads_option, threshold_option
+from spamguard.errors import one_line
+from spamguard.plugins.headers import Buffer
 from spamguard.plugins.pipe import (
     DEFAULT_MAX_SIZE,
     DEFAULT_TIMEOUT,
     EX_OK,
     EX_TEMPFAIL,
     PipeSettings,
+    read_message,
     run_filter,
 )
 
 
-class ByteSize(click.ParamType):
-    """A size in bytes: `512000`, `500K`, `2M` (binary units, as spamc counts)."""
-
-    name = "SIZE"
-    _units: ClassVar[dict[str, int]] = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().removesuffix("B")
-        number, unit = (text[:-1], text[-1]) if text[-1:] in self._units else (text, "")
-        if not number.isdigit() or int(number) < 1:
-            self.fail(f"{value!r} is not a size (examples: 512000, 500K, 2M)", param, ctx)
-        return int(number) * self._units[unit]
-
-
 class PassThroughOnUsageError(click.Command):
     """A typo in a procmail recipe must not cost mail: a usage error is reported on stderr, and the message
-    still goes through unchanged (exit 0), or the filter exits 75 when `--fail-closed` was among the arguments."""
+    still goes through unchanged (exit 0), or the filter exits 75 when `--fail-closed` was among the arguments.
+
+    Any other error the command itself does not handle (the CLI group reports it as one line) exits 75: the
+    message may not have been written, and Postfix's pipe(8) bounces mail on any other non-zero status."""
+
+    error_exit_code = EX_TEMPFAIL
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -45,20 +38,22 @@ class PassThroughOnUsageError(click.Command):
             action = f"exit {EX_TEMPFAIL} (tempfail)" if fail_closed else "message passed through unchanged"
             click.echo(f"spamguard pipe: {exc.format_message().rstrip('.')}; {action}", err=True)
             if not fail_closed:
-                _write(sys.stdin.buffer.read())
+                _write([read_message(sys.stdin.buffer)])
             ctx.exit(EX_TEMPFAIL if fail_closed else EX_OK)
 
 
-def _write(data: bytes) -> None:
+def _write(pieces: Sequence[Buffer]) -> None:
+    """The pieces one after the other: big ones go from our buffer to the pipe without another copy."""
     out = sys.stdout.buffer
-    out.write(data)
+    for piece in pieces:
+        out.write(piece)
     out.flush()
 
 
 @click.command("pipe", cls=PassThroughOnUsageError)
-@click.option("--model", "-m", help="Model name or bundle path (default: $SPAMGUARD_MODEL, then the default model).")
-@click.option("--precision", type=click.Choice(["auto", "int8", "fp32"]), default="auto", show_default=True)
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Spam threshold (default: the bundle's).")
+@model_option
+@precision_option
+@threshold_option
 @click.option(
     "--max-size",
     type=ByteSize(),
@@ -79,7 +74,7 @@ def _write(data: bytes) -> None:
     help=f"On any failure write nothing and exit {EX_TEMPFAIL} (EX_TEMPFAIL) so the MTA retries, "
     "instead of passing the message through unchanged.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads (default: one per core).")
+@threads_option
 @click.option(
     "--max-memory",
     type=ByteSize(),
@@ -105,7 +100,11 @@ def pipe(
     """Read one message on stdin, write it to stdout with X-Spam-Flag, X-Spam-Status and X-Spamguard headers.
 
     Exit 0 always, unless --fail-closed and scoring failed (then 75)."""
-    raw = sys.stdin.buffer.read()
+    try:
+        raw = read_message(sys.stdin.buffer)
+    except (OSError, MemoryError) as exc:  # nothing to pass through: only the MTA still has the message
+        click.echo(f"spamguard pipe: cannot read the message: {one_line(exc)}; exit {EX_TEMPFAIL} (tempfail)", err=True)
+        sys.exit(EX_TEMPFAIL)
     settings = PipeSettings(
         model=model,
         precision=precision,

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from spamguard.cli.pipe import ByteSize
+from spamguard.cli.options import ByteSize
 from spamguard.plugins.pool import PoolSettings
 
 F = TypeVar("F", bound=Callable[..., Any])

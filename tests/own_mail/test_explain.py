@@ -151,8 +151,9 @@ def _trained_tiny_onnx(out: Path) -> Path:
     import torch
 
     from spamguard.datasets import HAM, read_sms_tsv
+    from spamguard.padding import pad_batch
     from spamguard.tokenizer import encode, load_encoding
-    from spamguard.training.export import export_onnx, pad_batch
+    from spamguard.training.export import export_onnx
     from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
 
     encoding = load_encoding(BPE_DIR / "encoder.json", BPE_DIR / "vocab.bpe")
@@ -210,8 +211,8 @@ def onnx_scorer(trigger_onnx: Path) -> Callable[[list[str]], list[float]]:
     """The exported model behind a plain scoring function: tokens, one padded batch, softmax."""
     import onnxruntime as ort
 
+    from spamguard.padding import pad_batch
     from spamguard.tokenizer import encode, load_encoding
-    from spamguard.training.export import pad_batch
 
     session = ort.InferenceSession(str(trigger_onnx), providers=["CPUExecutionProvider"])
     encoding = load_encoding(BPE_DIR / "encoder.json", BPE_DIR / "vocab.bpe")

@@ -1,5 +1,5 @@
 """The header functions on constructed messages with known answers, property tests over generated messages,
-and every real mail of the shared corpus."""
+and every real mail of the committed SpamAssassin slice (tests/fixtures/README.md)."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def test_arbitrary_bytes_never_break_and_round_trip(raw: bytes) -> None:
 
 def test_every_corpus_mail_round_trips_and_parses() -> None:
     files = sorted(MAIL_DIR.glob("*/*"))
-    assert len(files) == 1500
+    assert len(files) > 40
     for path in files:
         raw = path.read_bytes()
         out = add_headers(raw, FIELDS)

@@ -1,4 +1,4 @@
-"""`spamguard pipe` as maildrop's `xfilter`, the README recipe run for real on a few messages.
+"""`spamguard pipe` as maildrop's `xfilter`, the docs/mail-integration.md recipe run for real on a few messages.
 
 maildrop treats any non-zero exit of an xfilter as a temporary failure of the whole delivery (it exits 75 and
 delivers nothing), so fail-open (exit 0 with the original bytes) is what keeps mail flowing when the model is
@@ -20,7 +20,7 @@ from conftest import MAIL_DIR
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = [path.read_bytes() for path in sorted(MAIL_DIR.glob("*/*"))[::500]]  # 3 real mails
+SAMPLE = [path.read_bytes() for path in sorted(MAIL_DIR.glob("*/*"))[::16]]  # 3 real mails
 FILTER = """\
 xfilter "{command}"
 if (/^X-Spam-Flag: YES/)

@@ -38,11 +38,14 @@ pytestmark = pytest.mark.integration
 
 SENDER = "sender@example.test"
 RECIPIENT = "rcpt@example.net"
-SAMPLE = sorted(MAIL_DIR.glob("*/*"))[::100]  # 15 real mails, ham and spam
+MAILS = sorted(MAIL_DIR.glob("*/*"))  # the committed slice of real mail, ham and spam
+SAMPLE = MAILS[::3]  # 16 of them
 CONTENT_FILTER = Path(__file__).resolve().parents[2] / "docs" / "postfix-content-filter.sh"
+# kind= is optional until Verdict.kind lands: the milter's headers (and --connect's) then carry it too
 OUR_LINES = re.compile(
     rb"X-Spam-Flag: (YES|NO)\r\nX-Spam-Status: (Yes|No), score=\d\.\d\d required=\d\.\d\d tests=SPAMGUARD "
-    rb"version=\S+\r\nX-Spamguard: label=(spam|ham) score=\d\.\d{4} threshold=\d\.\d{4} model=tiny version=\S+\r\n"
+    rb"version=\S+\r\nX-Spamguard: label=(spam|ham) score=\d\.\d{4} threshold=\d\.\d{4}(?: kind=mail)? model=tiny"
+    rb" version=\S+\r\n"
     rb"Received: from "
 )
 
@@ -176,7 +179,7 @@ def _p95(values: list[float]) -> float:
 def test_load_none_lost_none_duplicated(
     stack: MailStack, tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = sorted(MAIL_DIR.glob("*/*"))[::5]  # 300 real mails
+    files = [MAILS[i % len(MAILS)] for i in range(300)]  # 300 messages: the real mails, each about 6 times
     plain = [tagged(path.read_bytes(), f"plain-{i}") for i, path in enumerate(files)]
     filtered = [tagged(path.read_bytes(), f"milter-{i}") for i, path in enumerate(files)]
     stack.clear_sink()
@@ -205,9 +208,9 @@ def test_load_none_lost_none_duplicated(
 
 
 def test_content_filter_script_filters_and_reinjects(stack: MailStack, tiny_bundle: Path, tmp_path: Path) -> None:
-    """The README's after-queue recipe: the script pipe(8) runs, here started directly (pipe(8) would run it as
-    an unprivileged user, and this machine's Python lives where such a user cannot reach), reinjecting into
-    this Postfix with the real sendmail(1)."""
+    """The after-queue recipe of docs/mail-integration.md: the script pipe(8) runs, here started directly
+    (pipe(8) would run it as an unprivileged user, and this machine's Python lives where such a user cannot
+    reach), reinjecting into this Postfix with the real sendmail(1)."""
     stack.clear_sink()
     env = {"SENDMAIL": f"/usr/sbin/sendmail -C {stack.root / 'pf' / 'etc'}", "PATH": "/usr/sbin:/usr/bin:/bin"}
     command = [str(CONTENT_FILTER), "-f", SENDER, "--", RECIPIENT]

@@ -7,10 +7,10 @@ empty line (mbox style) when the output does not already end with one, whatever 
 delivery must equal the control plus our header lines, byte for byte.
 
 procmail starts the filter once per message, and a standalone `spamguard pipe` loads the model each time
-(about 0.9 s here), so by default these tests deliver a sample chosen to cover the corpus' kinds of message
-(ham, spam, non-UTF-8, the largest, no `From ` line) plus constructed ones (CRLF, forged headers, no final
-newline). `SPAMGUARD_FULL_CORPUS=1` delivers all 1500 corpus messages (and the constructed ones) instead: the
-`--connect` test took 12 minutes here, the standalone one 34 (both passed; shared CPU).
+(about 0.9 s here), so by default these tests deliver a sample of the committed mail slice (tests/fixtures/
+README.md) chosen to cover its kinds of message (ham, spam, non-UTF-8, the largest, no `From ` line) plus
+constructed ones (CRLF, forged headers, no final newline). `SPAMGUARD_FULL_CORPUS=1` delivers every mail of the
+slice (and the constructed ones) instead:
 
     SPAMGUARD_FULL_CORPUS=1 .venv/bin/pytest tests/plugins/test_procmail.py -k "files_every or connect"
 """
@@ -36,16 +36,18 @@ pytestmark = pytest.mark.integration
 FULL = os.environ.get("SPAMGUARD_FULL_CORPUS") == "1"
 ALL_MAIL = sorted(MAIL_DIR.glob("*/*"))
 MAX_SIZE = "100K"  # below the corpus' largest messages, so the size cap is exercised too
+# kind= is optional until Verdict.kind lands: the milter's headers (and --connect's) then carry it too
 OUR_LINES = re.compile(
     rb"X-Spam-Flag: (YES|NO)(\r?\n)"
     rb"X-Spam-Status: (Yes|No), score=\d\.\d\d required=\d\.\d\d tests=SPAMGUARD version=\S+\2"
-    rb"X-Spamguard: label=(spam|ham|unsure) score=(\d\.\d{4}) threshold=\d\.\d{4} model=\S+ version=\S+\2"
+    rb"X-Spamguard: label=(spam|ham|unsure) score=(\d\.\d{4}) threshold=\d\.\d{4}(?: kind=mail)? model=\S+ "
+    rb"version=\S+\2"
 )
 
 
 def _sample() -> list[tuple[str, bytes]]:
     raws = {path.name: path.read_bytes() for path in ALL_MAIL}
-    chosen = [path.name for path in ALL_MAIL[::125]]  # 12, ham and spam
+    chosen = [path.name for path in ALL_MAIL[::5]]  # 10, ham and spam
     chosen += [name for name, raw in raws.items() if not _utf8(raw)][:3]
     chosen += [name for name, raw in raws.items() if not raw.startswith(b"From ")][:2]
     chosen += sorted(raws, key=lambda name: len(raws[name]))[-2:]

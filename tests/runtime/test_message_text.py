@@ -1,4 +1,6 @@
-"""message_text on every real mail of the shared corpus and on hand-made edge cases."""
+"""message_text on the committed slice of real mail (tests/fixtures/README.md: ham and spam of the SpamAssassin
+public corpus, non-UTF-8, multipart, HTML-only, base64 and quoted-printable among them), on the SMS slice and on
+hand-made edge cases."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import base64
 import email
 import random
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -23,13 +26,14 @@ def mail(headers: str, body: bytes | str = b"") -> bytes:
 
 
 def test_every_real_mail_extracts() -> None:
-    assert len(MAILS) == 1500
+    assert len(MAILS) > 40
     texts = [message_text(path.read_bytes()) for path in MAILS]
     assert all(isinstance(t, str) for t in texts)
     assert sum(1 for t in texts if t) == len(texts)
     assert not any("\ufffd" * 3 in t for t in texts)
-    # MIME structure leaks only from the few mails that quote or break it (4 of 1500 in this corpus)
-    assert sum("Content-Transfer-Encoding:" in t for t in texts) <= 5
+    # MIME structure leaks only from the few mails that quote or break it (4 of the 1500 of the full sample, none
+    # of the slice)
+    assert not any("Content-Transfer-Encoding:" in t for t in texts)
 
 
 def test_real_html_only_mails_lose_their_tags() -> None:
@@ -39,7 +43,7 @@ def test_real_html_only_mails_lose_their_tags() -> None:
         types = {p.get_content_type() for p in msg.walk() if not p.is_multipart()}
         if "text/html" in types and "text/plain" not in types:
             html_only.append(path)
-    assert len(html_only) >= 20
+    assert len(html_only) >= 10
     for path in html_only:
         text = message_text(path.read_bytes()).lower()
         assert "<body" not in text and "<td" not in text and "<font" not in text and "&nbsp;" not in text, path
@@ -47,7 +51,7 @@ def test_real_html_only_mails_lose_their_tags() -> None:
 
 def test_real_multipart_and_non_utf8_mails() -> None:
     multipart = [p for p in MAILS if email.message_from_bytes(p.read_bytes()).is_multipart()]
-    assert len(multipart) >= 20
+    assert len(multipart) >= 10
     for path in multipart:
         assert "--" + str(email.message_from_bytes(path.read_bytes()).get_boundary()) not in message_text(
             path.read_bytes()
@@ -244,3 +248,48 @@ def test_message_object_parsed_from_str_is_not_decoded_twice() -> None:
 def test_wrong_type() -> None:
     with pytest.raises(TypeError, match=r"message must be str, bytes or email\.message\.Message, not int"):
         message_text(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@example.com\nTo: b@example.com\nSubject: =?utf-8?q?caf=C3=A9?= and\n  more\n\nbody",
+        b"From: a@example.com\nTo: b@example.com\nSubject: \n\nbody",
+        b"From: a@example.com\nTo: b@example.com\n\nno subject at all",
+        b"Subject: only a subject line\n\nbody",
+        b"WIN a prize now\nreply STOP",
+        "Subject: as str\nFrom: a@b\n\nbody",
+    ],
+)
+def test_message_subject_is_what_message_text_puts_first(raw: str | bytes) -> None:
+    subject = mt.message_subject(raw)
+    text = message_text(raw)
+    assert subject == (text.split("\n\n", 1)[0] if subject else "")
+    assert not subject or text.startswith(subject + "\n\n") or text == subject
+
+
+def test_message_subject_of_every_real_mail() -> None:
+    for path in MAILS:
+        raw = path.read_bytes()
+        subject = mt.message_subject(raw)
+        assert message_text(raw).startswith(subject), path.name
+        assert mt.message_subject(email.message_from_bytes(raw)) == subject
+
+
+@pytest.mark.parametrize(
+    ("raw", "read"),
+    [
+        (b"WIN a prize now\n", b"WIN a prize now"),
+        (b"WIN a prize now\r\n", b"WIN a prize now"),
+        (b"two lines\n\n", b"two lines\n"),  # one line break only
+        (b"no newline", b"no newline"),
+        (b"From: a@b\nTo: c@d\nSubject: s\n\nbody\n", b"From: a@b\nTo: c@d\nSubject: s\n\nbody\n"),  # mail as is
+    ],
+)
+def test_check_and_learn_read_a_text_the_same_way(raw: bytes, read: bytes, tmp_path: Path) -> None:
+    from spamguard.cli.check import read_input
+    from spamguard.corpus import read_message_file
+
+    path = tmp_path / "input"
+    path.write_bytes(raw)
+    assert mt.strip_final_newline(raw) == read_input(str(path)) == read_message_file(str(path)) == read

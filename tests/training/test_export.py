@@ -1,4 +1,5 @@
-"""ONNX export: the runtime's signature, parity with PyTorch on a mixed-length padded batch, int8 copy."""
+"""ONNX export (graph writer, parity check, int8 quantizer): the runtime's signature, parity with PyTorch on a
+mixed-length padded batch, the int8 copy."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from spamguard.training.export import check_parity, export_onnx, onnx_logits, pad_batch, quantize_int8
+from spamguard.padding import pad_batch
+from spamguard.training.export import export_onnx
 from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
+from spamguard.training.parity import check_parity, onnx_logits
+from spamguard.training.quantize import quantize_int8
 
 
 @pytest.fixture(scope="module")
