@@ -9,12 +9,12 @@ import numpy as np
 from spamguard.datasets import HAM, SPAM
 from spamguard.message_text import MAIL, SMS
 from spamguard.metrics import binary_metrics, threshold_for_fpr
-from spamguard.thresholds import threshold_rule
+from spamguard.thresholds import ThresholdOptions, threshold_rule
 from spamguard.training.package import KindThreshold, Split, ThresholdRule, served_thresholds
 
 LABELS = np.array([HAM, HAM, HAM, SPAM, SPAM])
 FP32 = np.array([0.10, 0.40, 0.70, 0.75, 0.95])
-NO_FP = threshold_rule(max_fpr=0.0, log=lambda _: None)
+NO_FP = threshold_rule(ThresholdOptions(max_fpr=0.0), log=lambda _: None)
 
 
 def _split(labels: np.ndarray, kind: str = SMS) -> Split:
@@ -58,7 +58,7 @@ def test_a_spam_tied_with_the_highest_ham_in_int8_stays_below_the_threshold() ->
     assert (chosen.choice["fp"], chosen.choice["tp"], chosen.choice["fn"]) == (0, 1, 1)  # type: ignore[index]
     # ties among ham: with one of three ham allowed through, two tied at the top cannot be split either
     ham_tie = np.array([0.10, 0.71, 0.71, 0.75, 0.95])
-    one_fp = threshold_rule(max_fpr=0.34, log=lambda _: None)
+    one_fp = threshold_rule(ThresholdOptions(max_fpr=0.34), log=lambda _: None)
     _, chosen, _ = served_on(ham_tie, one_fp)
     assert chosen.threshold == np.nextafter(0.71, np.inf) and chosen.choice["fp"] == 0  # type: ignore[index]
 
