@@ -13,7 +13,7 @@ $(PY):
 install: $(PY)
 	# torch pinned: the CPU wheel on this disk; an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,milter,dev]'
+	$(PY) -m pip install -q -e '.[train,milter,http,dev]'
 
 # The main job as a user online runs it: downloads GPT-2 (124M) and the SMS Spam Collection, fine-tunes,
 # exports the bundle and installs it as the default model.
