@@ -103,7 +103,7 @@ class HttpApi:
             log.warning("request body not received whole: %s", describe_error(exc))
             return _error(400, "request body not received whole")
         try:
-            messages, batch = (_json_messages(body, self.max_batch) if kind == "application/json" else ([body], False))
+            messages, batch = _json_messages(body, self.max_batch) if kind == "application/json" else ([body], False)
         except BadRequest as exc:
             self.observer.failed(DOOR, "bad_request")
             return _error(400, str(exc))

@@ -75,7 +75,7 @@ def to_points(score: float, threshold: float, is_spam: bool, required: float = D
     p = min(max(score, 0.0), 1.0)
     if is_spam:
         span = 1.0 - threshold
-        fraction = 1.0 if span <= 0 else min(max((p - threshold) / span, 0.0), 1.0)
+        fraction = 0.0 if span <= 0 else min(max((p - threshold) / span, 0.0), 1.0)
         tenths = req + math.floor(fraction * (top - req))
     else:
         fraction = 1.0 if threshold <= 0 else min(p / threshold, 1.0)

@@ -87,6 +87,7 @@ class RequestReader:
         self._buffer = bytearray()
         self._request: Request | None = None
         self._headers_done = False
+        self._header_lines = 0
         self._length: int | None = None  # Content-length (of the compressed body when compressed)
         self._compressed = False
         self._body = bytearray()  # the first `max_size` bytes of the message (compressed, when it is)
@@ -156,7 +157,8 @@ class RequestReader:
 
     def _header(self, line: bytes) -> None:
         assert self._request is not None
-        if len(self._request.headers) >= MAX_HEADERS:
+        self._header_lines += 1
+        if self._header_lines > MAX_HEADERS:
             raise protocol_error("(too many headers)")
         match = _HEADER.fullmatch(line)
         if match is None:

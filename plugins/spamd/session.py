@@ -113,7 +113,7 @@ def header_block(message: bytes) -> bytes:
             return message[: end + len(blank)]
     ending = line_ending(message)
     head = message[:end]
-    return head + ending if head.endswith(b"\n") else head + ending + ending
+    return head + ending if not head or head.endswith(b"\n") else head + ending + ending
 
 
 def report(verdict: VerdictLike, points: Points) -> str:

@@ -93,8 +93,8 @@ def _http_modules() -> tuple[Any, Any]:
         from spamguard.plugins.http.metrics import Metrics
         from spamguard.plugins.http.server import HttpApi
     except ImportError as exc:
-        missing = exc.name
-        raise SpamguardError(f"--http needs the http extra ({missing} is missing): pip install 'spamguard[http]'") from None
+        text = f"--http needs the http extra ({exc.name} is missing): pip install 'spamguard[http]'"
+        raise SpamguardError(text) from None
     return Metrics, HttpApi
 
 
