@@ -126,7 +126,10 @@ BAD_REQUESTS = {
     "no version": (b"CHECK\r\n", b"SPAMD/1.0 76 Bad header line: CHECK\r\n"),
     "an HTTP client": (b"GET / HTTP/1.1\r\n", b"SPAMD/1.0 76 Bad header line: GET / HTTP/1.1\r\n"),
     "binary": (b"\x00\xff\x7f\n", b"SPAMD/1.0 76 Bad header line: ???\r\n"),
-    "no newline for ever": (b"C" * (p.MAX_LINE + 1), b"SPAMD/1.0 76 Bad header line: (line longer than 1024 bytes)\r\n"),
+    "no newline for ever": (
+        b"C" * (p.MAX_LINE + 1),
+        b"SPAMD/1.0 76 Bad header line: (line longer than 1024 bytes)\r\n",
+    ),
     "header without colon": (
         b"CHECK SPAMC/1.5\r\nUser root\r\n",
         b"SPAMD/1.0 76 Bad header line: (header not in 'Name: value' format)\r\n",
@@ -210,7 +213,8 @@ def test_a_zlib_bomb_inflates_only_to_the_limit(verb: str) -> None:
     stream = b"%s SPAMC/1.5\r\nCompress: zlib\r\nContent-length: %d\r\n\r\n%s" % (verb.encode(), len(bomb), bomb)
     action = _feed(stream, [], settings=settings)
     if verb == "PROCESS":
-        assert action == Reply(b"SPAMD/1.0 65 Message too large: more than 100000 bytes (at least 100001)\r\n", "refused")
+        refusal = b"SPAMD/1.0 65 Message too large: more than 100000 bytes (at least 100001)\r\n"
+        assert action == Reply(refusal, "refused")
     else:
         assert isinstance(action, ScoreRequest)
         assert len(action.request.message) == 100_000 and action.request.truncated
@@ -232,17 +236,20 @@ def _reply(verb: str, version: str, verdict: FakeVerdict = SPAM, message: bytes 
     return session.verdict(verdict)
 
 
+OK = b"SPAMD/1.1 0 EX_OK\r\n"
+
+
 def test_replies_at_protocol_1_5_are_spamds() -> None:
-    assert _reply("CHECK", "1.5") == b"SPAMD/1.1 0 EX_OK\r\nSpam: True ; 17.3 / 5.0\r\n\r\n"
-    assert _reply("CHECK", "1.5", HAM) == b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; 1.2 / 5.0\r\n\r\n"
-    assert _reply("SYMBOLS", "1.5") == b"SPAMD/1.1 0 EX_OK\r\nContent-length: 9\r\nSpam: True ; 17.3 / 5.0\r\n\r\nSPAMGUARD"
+    assert _reply("CHECK", "1.5") == OK + b"Spam: True ; 17.3 / 5.0\r\n\r\n"
+    assert _reply("CHECK", "1.5", HAM) == OK + b"Spam: False ; 1.2 / 5.0\r\n\r\n"
+    assert _reply("SYMBOLS", "1.5") == OK + b"Content-length: 9\r\nSpam: True ; 17.3 / 5.0\r\n\r\nSPAMGUARD"
     report = _reply("REPORT", "1.5")
     head, _, body = report.partition(b"\r\n\r\n")
     assert head == b"SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\nSpam: True ; 17.3 / 5.0" % len(body)
     assert b"(17.3 points, 5.0 required)" in body
     assert body.endswith(b"17.3 SPAMGUARD              P(spam) 0.9100, threshold 0.5000\n")
-    assert _reply("REPORT_IFSPAM", "1.5", HAM) == b"SPAMD/1.1 0 EX_OK\r\nContent-length: 0\r\nSpam: No ; 1.2 / 5.0\r\n\r\n"
-    assert _reply("REPORT_IFSPAM", "1.5").startswith(b"SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\nSpam: Yes ;" % len(body))
+    assert _reply("REPORT_IFSPAM", "1.5", HAM) == OK + b"Content-length: 0\r\nSpam: No ; 1.2 / 5.0\r\n\r\n"
+    assert _reply("REPORT_IFSPAM", "1.5").startswith(OK + b"Content-length: %d\r\nSpam: Yes ;" % len(body))
 
 
 def test_process_and_headers_carry_the_pipes_headers_byte_for_byte() -> None:
@@ -261,9 +268,10 @@ def test_older_protocol_versions_get_older_formats() -> None:
     assert _reply("SYMBOLS", "1.2") == b"SPAMD/1.1 0 EX_OK\r\nSpam: True ; 17.3 / 5.0\r\n\r\nSPAMGUARD\r\n"
     assert _reply("REPORT", "1.2").startswith(b"SPAMD/1.1 0 EX_OK\r\nSpam: True ; 17.3 / 5.0\r\n\r\nspamguard ")
     process_12 = _reply("PROCESS", "1.2")
-    assert process_12.startswith(b"SPAMD/1.1 0 EX_OK\r\nContent-length: ") and b"Spam:" not in process_12.split(
-        b"\r\n\r\n"
-    )[0]
+    assert (
+        process_12.startswith(b"SPAMD/1.1 0 EX_OK\r\nContent-length: ")
+        and b"Spam:" not in process_12.split(b"\r\n\r\n")[0]
+    )
     assert _reply("PROCESS", "1.1").startswith(b"SPAMD/1.0 0 EX_OK\r\nX-Spam-Flag: YES\n")
     assert _reply("CHECK", "9.9") == _reply("CHECK", "1.5")
 
@@ -328,7 +336,7 @@ def test_points_at_the_threshold_are_exactly_the_required_score(threshold: float
 
 
 def test_required_score_must_leave_room_for_ham() -> None:
-    with pytest.raises(ValueError, match="at least 0.1"):
+    with pytest.raises(ValueError, match=r"at least 0\.1"):
         to_points(0.5, 0.5, True, 0.04)
 
 
