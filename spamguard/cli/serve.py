@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,18 @@ def _http_modules() -> tuple[Any, Any]:
     return Metrics, HttpApi
 
 
+async def _listen(door: str, address: object, start: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        return await start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own text repeats the address
+        raise SpamguardError(f"cannot listen on {door} {address}: {reason}") from exc
+
+
 async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: dict[str, Any]) -> None:
     closers: list[Callable[[], Any]] = []
     observer: Observer = NoObserver()
-    milter_server = spamd_server = None
+    connections: list[set[asyncio.Task[Any]]] = []
     try:
         if doors.http is not None:
             Metrics, HttpApi = _http_modules()
@@ -110,7 +119,7 @@ async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: dict[str
                 pool, model=model, max_size=settings["max_size"], token=settings["token"], observer=observer,
                 metrics=observer,
             )  # fmt: skip
-            runner = await api.start(doors.http)
+            runner = await _listen("http", doors.http, lambda: api.start(doors.http))
             closers.append(runner.cleanup)
             host, port = runner.addresses[0][:2]
             log.info("listening: http %s", InetAddress(host, port))
@@ -120,9 +129,10 @@ async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: dict[str
                 read_timeout=settings["read_timeout"], idle_timeout=settings["idle_timeout"],
                 max_connections=settings["max_connections"], observer=observer,
             )  # fmt: skip
-            spamd_server = await spamd.start(doors.spamd)
-            closers.append(spamd_server.close)
-            host, port = spamd_server.sockets[0].getsockname()[:2]
+            server = await _listen("spamd", doors.spamd, lambda: spamd.start(doors.spamd))
+            closers.append(server.close)
+            connections.append(spamd.connections)
+            host, port = server.sockets[0].getsockname()[:2]
             log.info("listening: spamd %s", InetAddress(host, port))
         if doors.milter is not None:
             milter = MilterServer(
@@ -130,18 +140,21 @@ async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: dict[str
                 settings["milter_policy"],
                 timeout=settings["timeout"],
             )
-            milter_server = await milter.start(doors.milter, socket_mode=settings["socket_mode"])
-            closers.append(milter_server.close)
+            server = await _listen(
+                "milter", doors.milter, lambda: milter.start(doors.milter, socket_mode=settings["socket_mode"])
+            )
+            closers.append(server.close)
+            connections.append(milter._connections)
             bound = doors.milter
             if bound.kind == "inet":
-                host, port = milter_server.sockets[0].getsockname()[:2]
+                host, port = server.sockets[0].getsockname()[:2]
                 bound = ListenAddress("inet", host=host, port=port)
             log.info("listening: milter %s", bound)
-    except OSError as exc:
+    except BaseException:
         for close in reversed(closers):
             with contextlib.suppress(Exception):
                 await _maybe_await(close())
-        raise SpamguardError(f"cannot listen: {exc.strerror or exc}") from exc
+        raise
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -151,11 +164,8 @@ async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: dict[str
     log.info("stopping")
     for close in reversed(closers):
         await _maybe_await(close())
-    tasks = set()
-    if spamd_server is not None:
-        tasks |= spamd.connections
-    if milter_server is not None:
-        tasks |= milter._connections
+    # connections in progress get a short grace period to finish their message
+    tasks = set().union(*connections)
     if tasks:
         await asyncio.wait(tasks, timeout=2)
     for task in tasks:
