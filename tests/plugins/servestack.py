@@ -177,7 +177,8 @@ def running_exim(spamd: str, *macros: str, reject_tenths: int = 100) -> Iterator
     (root / "exim.conf").write_text(
         EXIM_CONF.format(exim=EXIM, root=root, port=port, spamd=spamd, reject_tenths=reject_tenths)
     )
-    subprocess.run(["chown", "-R", "Debian-exim:Debian-exim", str(root)], check=True)
+    # Exim runs as Debian-exim (-C drops root); its configuration must stay root's, not writable by others
+    subprocess.run(["chown", "-R", "Debian-exim:Debian-exim", *(str(root / d) for d in ("spool", "log", "maildir"))])
     command = [EXIM, "-C", str(root / "exim.conf"), *(f"-D{m}" for m in macros), "-bdf", "-q30m"]
     with open(root / "daemon.out", "w") as out:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
