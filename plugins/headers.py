@@ -141,14 +141,16 @@ def _token(value: str) -> str:
 
 def verdict_fields(verdict: VerdictLike, version: str) -> list[Field]:
     """The three headers in SpamAssassin's style, so existing procmail/Sieve rules keep working:
-    `X-Spam-Flag: YES` only for spam (an unsure verdict is not flagged; its label says so)."""
+    `X-Spam-Flag: YES` only for spam (an unsure verdict is not flagged; its label says so). `autolearn=no`
+    after `tests=` as SpamAssassin writes it: rspamd's spamassassin scanner finds the score only when it is
+    there (without it rspamd's Lua raises and the SPAMD symbol is lost)."""
     is_spam = verdict.label == "spam"
     return [
         (FLAG, "YES" if is_spam else "NO"),
         (
             STATUS,
             f"{'Yes' if is_spam else 'No'}, score={verdict.score:.2f} required={verdict.threshold:.2f} "
-            f"tests=SPAMGUARD version={_token(version)}",
+            f"tests=SPAMGUARD autolearn=no version={_token(version)}",
         ),
         (
             SPAMGUARD,

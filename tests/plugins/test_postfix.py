@@ -41,7 +41,7 @@ RECIPIENT = "rcpt@example.net"
 SAMPLE = sorted(MAIL_DIR.glob("*/*"))[::100]  # 15 real mails, ham and spam
 CONTENT_FILTER = Path(__file__).resolve().parents[2] / "docs" / "postfix-content-filter.sh"
 OUR_LINES = re.compile(
-    rb"X-Spam-Flag: (YES|NO)\r\nX-Spam-Status: (Yes|No), score=\d\.\d\d required=\d\.\d\d tests=SPAMGUARD "
+    rb"X-Spam-Flag: (YES|NO)\r\nX-Spam-Status: (Yes|No), score=\d\.\d\d required=\d\.\d\d tests=SPAMGUARD autolearn=no "
     rb"version=\S+\r\nX-Spamguard: label=(spam|ham) score=\d\.\d{4} threshold=\d\.\d{4} model=tiny version=\S+\r\n"
     rb"Received: from "
 )
