@@ -325,7 +325,8 @@ backend http_pool
     mode http
     balance roundrobin
     option httpchk GET /healthz
-    retry-on conn-failure empty-response response-timeout 503
+    option http-buffer-request
+    retry-on all-retryable-errors
     default-server inter 500ms fall 2 rise 2
     server a {http_a} check
     server b {http_b} check
@@ -349,12 +350,15 @@ class HAProxy:
 
 
 @contextmanager
-def running_haproxy(http_servers: tuple[str, str], milter_servers: tuple[str, str]) -> Iterator[HAProxy]:
+def running_haproxy(
+    http_servers: tuple[str, str], milter_servers: tuple[str, str], *, milter_port: int = 0
+) -> Iterator[HAProxy]:
     """HAProxy on loopback in front of two HTTP servers (HTTP mode: it retries a request whose server died) and
-    two milters (TCP mode)."""
+    two milters (TCP mode: a milter conversation cannot be replayed), listening for milter clients on
+    `milter_port` (0: any free port)."""
     require("haproxy")
     root = public_dir("spamguard-haproxy-")
-    http, milter = free_port(), free_port()
+    http, milter = free_port(), milter_port or free_port()
     (root / "haproxy.cfg").write_text(
         HAPROXY_CFG.format(
             root=root,
