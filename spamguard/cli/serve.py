@@ -77,6 +77,21 @@ class Doors:
     http: InetAddress | None
 
 
+@dataclass(frozen=True)
+class DoorSettings:
+    """What the front doors are configured with, beside the pool they share."""
+
+    max_size: int
+    timeout: float
+    spamd: SpamdSettings
+    read_timeout: float
+    idle_timeout: float
+    max_connections: int
+    token: str | None
+    milter_policy: MilterPolicy
+    socket_mode: int
+
+
 def _read_token(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -107,7 +122,7 @@ async def _listen(door: str, address: object, start: Callable[[], Awaitable[Any]
         raise SpamguardError(f"cannot listen on {door} {address}: {reason}") from exc
 
 
-async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: dict[str, Any]) -> None:
+async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: DoorSettings) -> None:
     closers: list[Callable[[], Any]] = []
     observer: Observer = NoObserver()
     connections: list[set[asyncio.Task[Any]]] = []
@@ -116,7 +131,7 @@ async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: dict[str
             Metrics, HttpApi = _http_modules()
             observer = Metrics(lambda: pool.pending)
             api = HttpApi(
-                pool, model=model, max_size=settings["max_size"], token=settings["token"], observer=observer,
+                pool, model=model, max_size=settings.max_size, token=settings.token, observer=observer,
                 metrics=observer,
             )  # fmt: skip
             runner = await _listen("http", doors.http, lambda: api.start(doors.http))
@@ -125,9 +140,8 @@ async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: dict[str
             log.info("listening: http %s", InetAddress(host, port))
         if doors.spamd is not None:
             spamd = SpamdServer(
-                pool, SpamdSettings(settings["max_size"], settings["required"]),
-                read_timeout=settings["read_timeout"], idle_timeout=settings["idle_timeout"],
-                max_connections=settings["max_connections"], observer=observer,
+                pool, settings.spamd, read_timeout=settings.read_timeout, idle_timeout=settings.idle_timeout,
+                max_connections=settings.max_connections, observer=observer,
             )  # fmt: skip
             server = await _listen("spamd", doors.spamd, lambda: spamd.start(doors.spamd))
             closers.append(server.close)
@@ -137,11 +151,11 @@ async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: dict[str
         if doors.milter is not None:
             milter = MilterServer(
                 ObservedPool(pool, observer, "milter"),  # type: ignore[arg-type]  # the pool's classify() contract
-                settings["milter_policy"],
-                timeout=settings["timeout"],
+                settings.milter_policy,
+                timeout=settings.timeout,
             )
             server = await _listen(
-                "milter", doors.milter, lambda: milter.start(doors.milter, socket_mode=settings["socket_mode"])
+                "milter", doors.milter, lambda: milter.start(doors.milter, socket_mode=settings.socket_mode)
             )
             closers.append(server.close)
             connections.append(milter._connections)
@@ -300,17 +314,17 @@ def serve(
     log.info("model %s (%s), threshold %.4f", classifier.bundle.name, classifier.precision, effective)
     scorer = BatchScorer(classifier, threshold=threshold, workers=workers, max_batch=max_batch, max_pending=max_pending)
     pool = ScoringPool(scorer, timeout=timeout)
-    settings = {
-        "max_size": max_size,
-        "required": required_score,
-        "read_timeout": read_timeout,
-        "idle_timeout": idle_timeout,
-        "max_connections": max_connections,
-        "timeout": timeout,
-        "token": token,
-        "socket_mode": mode,
-        "milter_policy": MilterPolicy(threshold, reject_threshold, reject_message, fail_closed, max_size),
-    }
+    settings = DoorSettings(
+        max_size=max_size,
+        timeout=timeout,
+        spamd=SpamdSettings(max_size, required_score),
+        read_timeout=read_timeout,
+        idle_timeout=idle_timeout,
+        max_connections=max_connections,
+        token=token,
+        milter_policy=MilterPolicy(threshold, reject_threshold, reject_message, fail_closed, max_size),
+        socket_mode=mode,
+    )
     try:
         asyncio.run(_serve(doors, pool, classifier.bundle.name, settings))
     finally:
