@@ -113,12 +113,14 @@ acl_rcpt:
   accept hosts = 127.0.0.1
   deny   message = relay not permitted
 acl_data:
+.ifndef NOSPAM
   warn   spam       = SPAMCOND
          add_header = X-Spam-Score: $spam_score ($spam_bar)
          add_header = X-Spam-Report: $spam_report
   deny   spam       = SPAMCOND
          condition  = ${{if >{{$spam_score_int}}{{{reject_tenths}}}}}
          message    = Rejected as spam (score $spam_score)
+.endif
   accept
 begin routers
 to_maildir:
@@ -168,7 +170,7 @@ def require_exim() -> None:
 def running_exim(spamd: str, *macros: str, reject_tenths: int = 100) -> Iterator[Exim]:
     """An Exim daemon on loopback that asks `spamd` (Exim's `spamd_address` syntax: "127.0.0.1 7830 : ...") about
     every message, adds X-Spam-Score/X-Spam-Report, rejects above `reject_tenths` / 10 points, and delivers the
-    rest to a Maildir. `macros`: extra -D settings (SPAMD=..., SPAMCOND=...)."""
+    rest to a Maildir. `macros`: extra -D settings (SPAMD=..., SPAMCOND=..., NOSPAM=1 for no spam check)."""
     require_exim()
     root = public_dir("spamguard-exim-")
     port = free_port()
