@@ -121,8 +121,9 @@ class SpamdServer:
             reply = session.failure(exc)
             self.observer.failed(DOOR, "scoring")
             log.info(
-                "door=spamd verb=%s verdict=error reply=%s ms=%.1f size=%d error=%r",
+                "door=spamd verb=%s user=%r verdict=error reply=%s ms=%.1f size=%d error=%r",
                 request.verb,
+                request.user,
                 reply.split(b" ")[1].decode(),
                 seconds * 1000,
                 request.size,
@@ -133,8 +134,9 @@ class SpamdServer:
         self.observer.scored(DOOR, verdict.label, seconds)
         reply = session.verdict(verdict)
         log.info(
-            "door=spamd verb=%s verdict=%s score=%.4f points=%s kind=%s ms=%.1f size=%d%s",
+            "door=spamd verb=%s user=%r verdict=%s score=%.4f points=%s kind=%s ms=%.1f size=%d%s",
             request.verb,
+            request.user,
             verdict.label,
             verdict.score,
             session.points(verdict).score_text,

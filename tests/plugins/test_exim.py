@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 SAMPLE = sorted(MAIL_DIR.glob("*/*"))[::150]
 SENDER, RECIPIENT = "sender@example.test", "rcpt@example.test"
-LOG_LINE = re.compile(r"verb=REPORT verdict=(\w+) score=([\d.]+) points=([\d.]+)")
+LOG_LINE = re.compile(r"verb=REPORT user='nobody' verdict=(\w+) score=([\d.]+) points=([\d.]+)")
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,16 @@ import http.client
 import json
 import re
 import signal
+import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from mailstack import require, wait_for
 from servestack import running_serve, spamc
 
 from spamguard import Classifier
+from spamguard.cli import main
 from spamguard.plugins import milter_protocol as p
 from spamguard.plugins.milter_client import MilterClient
 
@@ -57,3 +60,13 @@ def test_three_doors_one_model(tiny_bundle: Path, tmp_path: Path) -> None:
         serve.process.send_signal(signal.SIGTERM)
         assert serve.process.wait(10) == 0
         assert serve.lines("stopping")
+
+
+def test_http_without_the_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if `spamguard[http]` were not installed
+    monkeypatch.delitem(sys.modules, "spamguard.plugins.http.server", raising=False)
+    result = CliRunner().invoke(main, ["serve", "--http", "0"])
+    assert (result.exit_code, result.output) == (
+        1,
+        "Error: --http needs the http extra (aiohttp is missing): pip install 'spamguard[http]'\n",
+    )
