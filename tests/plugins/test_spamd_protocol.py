@@ -357,3 +357,39 @@ def test_addresses(spec: str, address: InetAddress) -> None:
 def test_bad_addresses(spec: str) -> None:
     with pytest.raises(SpamguardError, match=f"bad spamd address {spec!r}: use HOST:PORT"):
         parse_inet(spec, "spamd")
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            st.sampled_from(
+                [
+                    b"CHECK SPAMC/1.5\r\n",
+                    b"PROCESS SPAMC/1.2\r\n",
+                    b"Content-length: 7\r\n",
+                    b"Compress: zlib\r\n",
+                    b"\r\n",
+                    b"\n",
+                    b"User: x\r\n",
+                    b"PING SPAMC/1.5\r\n",
+                    zlib.compress(b"x" * 2000),
+                ]
+            ),
+        ),
+        max_size=12,
+    ),
+)
+def test_any_bytes_give_a_reply_a_request_or_a_wait_never_an_exception(chunks: list[bytes]) -> None:
+    session = SpamdSession(SpamdSettings(max_size=1000))
+    for chunk in chunks:
+        action = session.feed(chunk)
+        if action is not None:
+            break
+    else:
+        action = session.eof()
+    assert isinstance(action, (Reply, ScoreRequest))
+    if isinstance(action, ScoreRequest):
+        assert len(action.request.message) <= 1000
+    else:
+        assert action.data == b"" or action.data.startswith(b"SPAMD/1.")
