@@ -7,8 +7,8 @@
     GET  /metrics    Prometheus text format
 
 Bounded like the other doors: the body by `max_size` (413 past it, decided from Content-Length before anything
-is read when the client sends one), a batch by `max_batch` messages, and every client by aiohttp's keep-alive
-timeout. A pool failure is 503 with Retry-After, never a verdict."""
+is read when the client sends one) and by `read_timeout` (408), a batch by `max_batch` messages, an idle
+connection by aiohttp's keep-alive timeout. A pool failure is 503 with Retry-After, never a verdict."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class HttpApi:
         model: str,
         max_size: int = DEFAULT_MAX_SIZE,
         max_batch: int = DEFAULT_MAX_BATCH,
+        read_timeout: float = 30.0,
         token: str | None = None,
         observer: Observer | None = None,
         metrics: Any = None,  # a `Metrics` for /metrics (None: 404)
@@ -54,6 +55,7 @@ class HttpApi:
         self.model = model
         self.max_size = max_size
         self.max_batch = max_batch
+        self.read_timeout = read_timeout
         self.token = token
         self.observer = observer or NoObserver()
         self.metrics = metrics
@@ -97,7 +99,11 @@ class HttpApi:
             self.observer.failed(DOOR, "unsupported_type")
             return _error(415, f"content type {kind!r}: send message/rfc822, text/plain or application/json")
         try:
-            body = await request.read()
+            body = await asyncio.wait_for(request.read(), self.read_timeout)
+        except TimeoutError:
+            self.observer.failed(DOOR, "timeout")
+            log.warning("request body not received within %g s", self.read_timeout)
+            return _error(408, f"request body not received within {self.read_timeout:g} s")
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             self.observer.failed(DOOR, "bad_request")
             log.warning("request body not received whole: %s", describe_error(exc))

@@ -131,8 +131,8 @@ async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: DoorSett
             Metrics, HttpApi = _http_modules()
             observer = Metrics(lambda: pool.pending)
             api = HttpApi(
-                pool, model=model, max_size=settings.max_size, token=settings.token, observer=observer,
-                metrics=observer,
+                pool, model=model, max_size=settings.max_size, read_timeout=settings.read_timeout,
+                token=settings.token, observer=observer, metrics=observer,
             )  # fmt: skip
             runner = await _listen("http", doors.http, lambda: api.start(doors.http))
             closers.append(runner.cleanup)
@@ -237,7 +237,7 @@ async def _maybe_await(result: Any) -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_READ_TIMEOUT,
     show_default=True,
-    help="Seconds for a whole spamd request to arrive.",
+    help="Seconds for a whole spamd request (an HTTP request body) to arrive.",
 )
 @click.option(
     "--idle-timeout",

@@ -37,6 +37,7 @@ def server(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     folder = tmp_path_factory.mktemp("http")
     (folder / "token").write_text(TOKEN + "\n")
     options = ["--http", "127.0.0.1:0", "--token-file", str(folder / "token"), "--max-size", "100K"]
+    options += ["--read-timeout", "1"]
     with running_serve(tiny_bundle, *options, log=folder / "serve.log") as running:
         yield running
 
@@ -139,6 +140,17 @@ def test_truncated_body_then_close(server: Serve) -> None:
 
     wait_for(lambda: len(server.lines("not received whole")) > before, 10, "the log line")
     assert server.alive() and check(server, b"hello", "text/plain")[0] == 200
+
+
+def test_a_body_that_never_ends_is_timed_out(server: Serve) -> None:
+    with socket.create_connection(("127.0.0.1", server.port("http")), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+            + b"only part of it"
+        )
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 408 ") and b"request body not received within 1 s" in reply
 
 
 def test_healthz_needs_no_token(server: Serve) -> None:
