@@ -96,7 +96,7 @@ class RequestReader:
 
     @property
     def pending(self) -> int:
-        """Bytes held so far (for the log line of a client that vanished mid-request)."""
+        """Bytes of the request received so far (for the log line of a client that went silent)."""
         return len(self._buffer) + self._received
 
     def feed(self, data: bytes) -> Request | None:

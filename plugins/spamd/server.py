@@ -31,8 +31,7 @@ LINGER = 1.0  # seconds to wait for the client to close after our reply
 
 
 class RequestTimeout(Exception):
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
+    """The client is too slow: its text goes into spamd's `Timeout:` reply."""
 
 
 class SpamdServer:
@@ -87,7 +86,7 @@ class SpamdServer:
                 data = await self._read(reader, deadline)
                 action = session.feed(data) if data else session.eof()
         except RequestTimeout as exc:
-            log.warning("closing connection: %s (%d bytes held)", exc, session.reader.pending)
+            log.warning("closing connection: %s (%d bytes received)", exc, session.reader.pending)
             self.observer.failed(DOOR, "timeout")
             await self._finish(reader, writer, p.error_reply(p.EX_TIMEOUT, f"Timeout: ({exc})"))
             return
