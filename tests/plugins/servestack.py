@@ -18,6 +18,12 @@ from pathlib import Path
 import pytest
 from mailstack import SPAMGUARD, free_port, port_open, public_dir, require, wait_for
 
+
+def spread(items: list, n: int) -> list:
+    """`n` items evenly spaced through `items` (ham and spam alike from a sorted corpus, whatever its size)."""
+    return items[:: max(1, len(items) // n)][:n]
+
+
 # .ci/run extracts Debian's exim4-daemon-heavy here (installing it would remove postfix)
 EXIM = os.environ.get("SPAMGUARD_EXIM", "/opt/exim4-heavy/usr/sbin/exim4")
 

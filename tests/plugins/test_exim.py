@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from mailstack import free_port, tagged, wait_for
-from servestack import Exim, Serve, require_exim, running_exim, running_serve
+from servestack import Exim, Serve, require_exim, running_exim, running_serve, spread
 
 from spamguard import Classifier
 from spamguard.plugins.spamd.points import to_points
@@ -24,7 +24,7 @@ from conftest import MAIL_DIR
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = sorted(MAIL_DIR.glob("*/*"))[::150]
+SAMPLE = spread(sorted(MAIL_DIR.glob("*/*")), 10)
 SENDER, RECIPIENT = "sender@example.test", "rcpt@example.test"
 LOG_LINE = re.compile(r"verb=REPORT user='nobody' verdict=(\w+) score=([\d.]+) points=([\d.]+)")
 

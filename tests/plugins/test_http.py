@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from servestack import Serve, running_serve
+from servestack import Serve, running_serve, spread
 
 from spamguard import Classifier
 
@@ -22,7 +22,7 @@ from conftest import MAIL_DIR, SMS_FILE
 pytestmark = pytest.mark.integration
 
 TOKEN = "s3cret-token"
-MAIL = sorted(MAIL_DIR.glob("*/*"))[::200]
+MAIL = spread(sorted(MAIL_DIR.glob("*/*")), 8)
 SMS = [line.split("\t", 1)[1] for line in SMS_FILE.read_text(encoding="utf-8").splitlines()[:40]]
 
 

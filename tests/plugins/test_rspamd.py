@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from mailstack import free_port
-from servestack import Rspamd, Serve, running_rspamd, running_serve
+from servestack import Rspamd, Serve, running_rspamd, running_serve, spread
 
 from spamguard import Classifier
 
@@ -19,7 +19,7 @@ from conftest import MAIL_DIR
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = sorted(MAIL_DIR.glob("*/*"))[::300]  # 5 real mails
+SAMPLE = spread(sorted(MAIL_DIR.glob("*/*")), 5)
 SYMBOL = re.compile(r"Symbol: SPAMD \(([\d.]+)\)\[SPAMGUARD\]")
 
 

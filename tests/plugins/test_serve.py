@@ -25,7 +25,7 @@ from conftest import MAIL_DIR
 
 pytestmark = pytest.mark.integration
 
-MESSAGE = sorted(MAIL_DIR.glob("spam/*"))[3].read_bytes().split(b"\n", 1)[1]  # without the mbox `From ` line
+MESSAGE = sorted(MAIL_DIR.glob("spam/*"))[-1].read_bytes().split(b"\n", 1)[1]  # without the mbox `From ` line
 
 
 def test_three_doors_one_model(tiny_bundle: Path, tmp_path: Path) -> None:

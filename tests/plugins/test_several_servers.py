@@ -122,7 +122,8 @@ def test_haproxy_in_front_of_http_and_a_postfix_milter(
 ) -> None:
     require("haproxy")
     pytest.importorskip("aiohttp")
-    texts = [line.split("\t", 1)[1] for line in SMS_FILE.read_text(encoding="utf-8").splitlines()[:COUNT]]
+    lines = SMS_FILE.read_text(encoding="utf-8").splitlines()
+    texts = [lines[i % len(lines)].split("\t", 1)[1] for i in range(COUNT)]
     raw = messages()
     with mail_stack() as stack, two_servers(tiny_bundle, tmp_path, "http", "milter") as (a, b):
         pair = (a.doors["http"], b.doors["http"])

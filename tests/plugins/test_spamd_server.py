@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mailstack import SPAMGUARD, require, wait_for
-from servestack import Serve, running_serve, spamc
+from servestack import Serve, running_serve, spamc, spread
 
 from spamguard import Classifier, Verdict
 from spamguard.cli import main
@@ -27,7 +27,7 @@ from conftest import MAIL_DIR
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = sorted(MAIL_DIR.glob("*/*"))[::150]  # 10 real mails, ham and spam, mbox `From ` line included
+SAMPLE = spread(sorted(MAIL_DIR.glob("*/*")), 10)  # real mails, ham and spam, mbox `From ` line included
 
 
 @pytest.fixture(scope="module")
