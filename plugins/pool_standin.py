@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-from spamguard.errors import SpamguardError
+from spamguard.errors import SpamguardError, one_line
 from spamguard.plugins.headers import VerdictLike
 from spamguard.plugins.milter_server import BatchScorer
-from spamguard.plugins.pipe import describe_error
 
 
 class ScoringTimeout(SpamguardError):
@@ -36,7 +35,7 @@ class ScoringPool:
         except SpamguardError:
             raise
         except Exception as exc:
-            raise ScoringFailed(f"scoring failed: {describe_error(exc)}") from exc
+            raise ScoringFailed(f"scoring failed: {one_line(exc)}") from exc
         finally:
             self.pending -= 1
 

@@ -22,10 +22,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from spamguard.errors import SpamguardError
+from spamguard.errors import SpamguardError, one_line
 from spamguard.plugins.frontdoor import InetAddress, NoObserver, Observer, Pool, verdict_kind
 from spamguard.plugins.headers import VerdictLike
-from spamguard.plugins.pipe import DEFAULT_MAX_SIZE, describe_error
+from spamguard.plugins.pipe import DEFAULT_MAX_SIZE
 
 log = logging.getLogger("spamguard.http")
 
@@ -106,7 +106,7 @@ class HttpApi:
             return _error(408, f"request body not received within {self.read_timeout:g} s")
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             self.observer.failed(DOOR, "bad_request")
-            log.warning("request body not received whole: %s", describe_error(exc))
+            log.warning("request body not received whole: %s", one_line(exc))
             return _error(400, "request body not received whole")
         try:
             messages, batch = _json_messages(body, self.max_batch) if kind == "application/json" else ([body], False)
@@ -118,7 +118,7 @@ class HttpApi:
         if failures:
             exc = failures[0]
             status = 503 if isinstance(exc, SpamguardError) else 500
-            return _error(status, describe_error(exc), {"Retry-After": "1"} if status == 503 else None)
+            return _error(status, one_line(exc), {"Retry-After": "1"} if status == 503 else None)
         return web.json_response({"results": results} if batch else results[0])
 
     async def _one(self, message: bytes) -> dict[str, Any]:
@@ -128,7 +128,7 @@ class HttpApi:
         except Exception as exc:
             self.observer.failed(DOOR, "scoring")
             ms = (time.perf_counter() - start) * 1000
-            log.info("door=http verdict=error ms=%.1f size=%d error=%r", ms, len(message), describe_error(exc))
+            log.info("door=http verdict=error ms=%.1f size=%d error=%r", ms, len(message), one_line(exc))
             raise
         seconds = time.perf_counter() - start
         self.observer.scored(DOOR, verdict.label, seconds)

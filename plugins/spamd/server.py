@@ -15,8 +15,8 @@ import logging
 import time
 from typing import Any
 
+from spamguard.errors import one_line
 from spamguard.plugins.frontdoor import InetAddress, NoObserver, Observer, Pool, verdict_kind
-from spamguard.plugins.pipe import describe_error
 from spamguard.plugins.spamd import protocol as p
 from spamguard.plugins.spamd.session import Reply, ScoreRequest, SpamdSession, SpamdSettings
 
@@ -126,7 +126,7 @@ class SpamdServer:
                 reply.split(b" ")[1].decode(),
                 seconds * 1000,
                 request.size,
-                describe_error(exc),
+                one_line(exc),
             )
             return reply
         seconds = time.perf_counter() - start

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spamguard.errors import SpamguardError
+from spamguard.errors import SpamguardError, one_line
 from spamguard.plugins import spamguard_version
 from spamguard.plugins.headers import VerdictLike, add_headers, header_fields, line_ending, verdict_fields
-from spamguard.plugins.pipe import DEFAULT_MAX_SIZE, describe_error
+from spamguard.plugins.pipe import DEFAULT_MAX_SIZE
 from spamguard.plugins.spamd import protocol as p
 from spamguard.plugins.spamd.points import DEFAULT_REQUIRED, Points, to_points
 
@@ -99,8 +99,8 @@ class SpamdSession:
         """The reply when scoring failed: the pool's own errors (overloaded, timed out, failed) ask the client
         to try again later; anything else is a bug of ours."""
         if isinstance(exc, SpamguardError):
-            return p.error_reply(p.EX_TEMPFAIL, f"Temporary failure: {describe_error(exc)}")
-        return p.error_reply(p.EX_SOFTWARE, f"Internal error: {describe_error(exc)}")
+            return p.error_reply(p.EX_TEMPFAIL, f"Temporary failure: {one_line(exc)}")
+        return p.error_reply(p.EX_SOFTWARE, f"Internal error: {one_line(exc)}")
 
 
 def header_block(message: bytes) -> bytes:
