@@ -14,7 +14,7 @@ install: $(PY)
 	$(PY) -m pip install -q torch==2.13.0
 	# setuptools may warn "Editable installation ... folders in your working directory with the same name as your
 	# package": harmless here, the folder is the package itself (docs/design-decisions.md, "Layout").
-	$(PY) -m pip install -q -e '.[train,milter,dev]'
+	$(PY) -m pip install -q -e '.[train,milter,http,dev]'
 	@echo "spamguard is in $(VENV)/bin: '. $(VENV)/bin/activate' puts it on this shell's PATH"
 
 # The main job as a user online runs it: downloads GPT-2 (124M), the SMS Spam Collection and the SpamAssassin

@@ -227,8 +227,10 @@ def _token(value: str) -> str:
 
 def verdict_fields(verdict: VerdictLike, version: str, kind: str | None = None) -> list[Field]:
     """The three headers in SpamAssassin's style, so existing procmail/Sieve rules keep working:
-    `X-Spam-Flag: YES` only for spam (an unsure verdict is not flagged; its label says so). `kind` ("mail" or
-    "sms": whose threshold applied) defaults to the verdict's own."""
+    `X-Spam-Flag: YES` only for spam (an unsure verdict is not flagged; its label says so). `autolearn=no`
+    after `tests=` as SpamAssassin writes it: rspamd's spamassassin scanner finds the score only when it is
+    there (without it rspamd's Lua raises and the SPAMD symbol is lost). `kind` ("mail" or "sms": whose
+    threshold applied) defaults to the verdict's own."""
     is_spam = verdict.label == "spam"
     # getattr until `Verdict.kind` lands (the bundle branch adds it): then `verdict.kind`.
     kind = kind or getattr(verdict, "kind", None)
@@ -238,7 +240,7 @@ def verdict_fields(verdict: VerdictLike, version: str, kind: str | None = None) 
         (
             STATUS,
             f"{'Yes' if is_spam else 'No'}, score={verdict.score:.2f} required={verdict.threshold:.2f} "
-            f"tests=SPAMGUARD version={_token(version)}",
+            f"tests=SPAMGUARD autolearn=no version={_token(version)}",
         ),
         (
             SPAMGUARD,

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "models": "spamguard.cli.models:models",
     "learn": "spamguard.cli.learn:learn",
     "pipe": "spamguard.cli.pipe:pipe",
+    "serve": "spamguard.cli.serve:serve",
     "milter": "spamguard.cli.milter:milter",
     "train": "spamguard.cli.train:train",
 }

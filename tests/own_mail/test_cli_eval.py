@@ -151,8 +151,8 @@ def test_eval_prints_a_line_per_kind_at_its_own_threshold_then_overall(
     }
     lines = result.stdout.splitlines()
     data = f"ham {ham_mail}, ham {ham_sms}, spam {spam_mail}, spam {spam_sms}"
-    assert lines[0] == f"model two (int8) on {data}: 25 messages (15 ham, 10 spam)"
-    assert lines[1].startswith("mail: 20 messages (12 ham, 8 spam), threshold 0.3000: accuracy ")
+    assert lines[0] == f"model two (int8) on {data}: 24 messages (14 ham, 10 spam)"
+    assert lines[1].startswith("mail: 19 messages (11 ham, 8 spam), threshold 0.3000: accuracy ")
     assert lines[2].startswith("sms: 5 messages (3 ham, 2 spam), threshold 0.8000: accuracy ")
     assert lines[3].startswith("overall (each kind at its threshold): accuracy ")
     for line, m in ((lines[1], by_kind["mail"]), (lines[2], by_kind["sms"])):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from spamguard.cli import main
 from spamguard.cli.options import ByteSize
 
-SCORING_COMMANDS = ("check", "eval", "pipe", "milter")
+SCORING_COMMANDS = ("check", "eval", "pipe", "milter", "serve")
 SHARED = ("model", "threshold", "precision", "threads")
 
 
