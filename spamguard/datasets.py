@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spamguard.errors import DataError
+from spamguard.message_text import message_text
 
 HAM, SPAM = 0, 1
 LABELS = {"ham": HAM, "spam": SPAM}
@@ -48,7 +49,8 @@ def read_sms_tsv(path: Path) -> list[Example]:
         if not tab or label not in LABELS:
             shown = line[:40] + ("..." if len(line) > 40 else "")
             raise DataError(f"{path}:{number}: expected 'ham<TAB>text' or 'spam<TAB>text', got {shown!r}")
-        examples.append(Example(message, LABELS[label], f"{path.name}:{number}"))
+        # The text the model reads: an SMS goes through the same normalization as a mail (`message_text`).
+        examples.append(Example(message_text(message), LABELS[label], f"{path.name}:{number}"))
     if not examples:
         raise DataError(f"{path} holds no messages")
     return examples

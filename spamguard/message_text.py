@@ -19,11 +19,17 @@ import email.header
 import email.utils
 import re
 from email.message import Message
-from html.parser import HTMLParser
+
+from spamguard.html_text import html_text
+from spamguard.normalize import normalize_text
 
 MAX_PARSE_BYTES = 1 << 20  # a 50 MB attachment costs the same as a 1 MB one: the text parts come first
 MAX_PART_CHARS = 256 * 1024  # of one part's encoded payload
 MAX_TEXT_CHARS = 64 * 1024  # of the result
+# The version of what this module makes of a message. A model is served only with the text version it was
+# trained on (the bundle manifest's "text_version"; a bundle without one was trained on version 1).
+# 1: the text as extracted; 2: normalized (`spamguard.normalize`) and without hidden HTML (`spamguard.html_text`).
+TEXT_VERSION = 2
 MAIL, SMS = "mail", "sms"  # the two kinds of message (see `message_kind`)
 KINDS = (MAIL, SMS)
 
@@ -44,7 +50,6 @@ _BLANK_RUNS = re.compile(r"\n[ \t\r\f\v]*(?:\n[ \t\r\f\v]*)+")
 _SPACE_RUNS = re.compile(r"[ \t\r\f\v\xa0]+")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")  # RFC 5322 2.2.3: a line break before whitespace is folding
 _LINE_BREAKS = re.compile(r"[\r\n]+")
-_HTML_SPACE = re.compile(r"\s+")
 
 
 def looks_like_mail(raw: bytes) -> bool:
@@ -151,48 +156,6 @@ def _header_text(value: object) -> str:
     return _SPACE_RUNS.sub(" ", _LINE_BREAKS.sub(" ", "".join(text))).strip()
 
 
-class _HTMLText(HTMLParser):
-    """Visible text of an HTML part: tags dropped, entities decoded, script and style skipped, block elements
-    turned into line breaks so words of adjacent paragraphs do not run together."""
-
-    _BLOCKS = frozenset(
-        ["p", "div", "br", "hr", "tr", "td", "th", "li", "ul", "ol", "table", "blockquote", "pre", "title"]
-        + [f"h{level}" for level in range(1, 7)]
-    )
-    _HIDDEN = frozenset(("script", "style", "head", "noscript", "template"))
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.size = 0
-        self._hidden = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._HIDDEN:
-            self._hidden += 1
-        elif tag in self._BLOCKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._HIDDEN:
-            self._hidden = max(0, self._hidden - 1)
-        elif tag in self._BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._hidden and self.size < MAX_TEXT_CHARS:
-            data = _HTML_SPACE.sub(" ", data)  # in HTML a line break in the source is a space
-            self.parts.append(data)
-            self.size += len(data)
-
-
-def html_to_text(html: str) -> str:
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    return "".join(parser.parts)
-
-
 def _tidy(text: str) -> str:
     """Collapse the whitespace mail formatting leaves (CRLF, runs of blank lines, non-breaking spaces)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -205,7 +168,7 @@ def _is_attachment(part: Message) -> bool:
     return disposition == "attachment"
 
 
-def _body_text(message: Message) -> str:
+def _body_text(message: Message, visible_only: bool) -> str:
     plain: list[str] = []
     html: list[str] = []
     size = 0
@@ -228,12 +191,13 @@ def _body_text(message: Message) -> str:
             break
     if plain:
         return "\n\n".join(plain)
-    return "\n\n".join(t for t in (_tidy(html_to_text(h)) for h in html) if t)
+    texts = (_tidy(html_text(h, max_chars=MAX_TEXT_CHARS, visible_only=visible_only)) for h in html)
+    return "\n\n".join(t for t in texts if t)
 
 
-def _mail_text(message: Message) -> str:
+def _mail_text(message: Message, visible_only: bool = True) -> str:
     subject = _header_text(message.get("subject"))
-    body = _body_text(message)
+    body = _body_text(message, visible_only)
     return "\n\n".join(t for t in (subject, body) if t)[:MAX_TEXT_CHARS]
 
 
@@ -252,17 +216,25 @@ def message_kind(raw: str | bytes | Message) -> str:
     return MAIL if looks_like_mail(head) else SMS
 
 
-def message_text(raw: str | bytes | Message) -> str:
+def message_text(raw: str | bytes | Message, *, normalize: bool = True) -> str:
     """The text the model reads for a mail (`bytes`, `str` or a parsed `Message`) or an SMS (any text that
-    does not start with a mail header block: it passes through unchanged but for the length cap)."""
+    does not start with a mail header block), as a reader sees it (`spamguard.normalize`, hidden HTML dropped).
+
+    `normalize=False` gives text version 1 (no normalization, hidden HTML kept): only the robustness benchmark
+    uses it, to measure what normalization buys against a model trained and served without it."""
+    text = _extracted_text(raw, visible_only=normalize)
+    return normalize_text(text)[:MAX_TEXT_CHARS] if normalize else text
+
+
+def _extracted_text(raw: str | bytes | Message, visible_only: bool) -> str:
     kind = message_kind(raw)
     if isinstance(raw, Message):
-        return _mail_text(raw)
+        return _mail_text(raw, visible_only)
     if isinstance(raw, str):
         if kind == SMS:
             return raw[:MAX_TEXT_CHARS]
-        return _mail_text(email.message_from_string(raw[:MAX_PARSE_BYTES]))
+        return _mail_text(email.message_from_string(raw[:MAX_PARSE_BYTES]), visible_only)
     raw = bytes(raw[:MAX_PARSE_BYTES])
     if kind == SMS:
         return _decode_bytes(raw[: MAX_TEXT_CHARS * 4], None)[:MAX_TEXT_CHARS]
-    return _mail_text(email.message_from_bytes(raw))
+    return _mail_text(email.message_from_bytes(raw), visible_only)
