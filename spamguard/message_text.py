@@ -47,7 +47,7 @@ _HEADER_SCAN_BYTES = 64 * 1024
 
 _BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")  # padding included: it is recomputed
 _BLANK_RUNS = re.compile(r"\n[ \t\r\f\v]*(?:\n[ \t\r\f\v]*)+")
-_SPACE_RUNS = re.compile(r"[ \t\r\f\v\xa0]+")
+_SPACE_RUNS = re.compile(r"[^\S\n]+")  # any white space but a line break: tabs, NBSP, ideographic spaces...
 _FOLD = re.compile(r"\r?\n(?=[ \t])")  # RFC 5322 2.2.3: a line break before whitespace is folding
 _LINE_BREAKS = re.compile(r"[\r\n]+")
 

@@ -46,7 +46,9 @@ _STRAY_JOINERS = regex.compile(
     r"(?<![^\p{Script=Latin}\p{Script=Common}\p{Script=Inherited}]|\p{Extended_Pictographic}|\p{Emoji_Modifier})"
     r"[\u200c\u200d]+"
 )
-_WORDS = regex.compile(r"\w+")
+# Words; scripts written without spaces between words (CJK, Thai...) are cut from Latin glued to them ("IT분야").
+_UNSPACED = r"\p{Han}\p{Hangul}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
+_WORDS = regex.compile(rf"[{_UNSPACED}]+|[^\W{_UNSPACED}]+")
 _LATIN_LETTER = regex.compile(r"\p{Script=Latin}")
 
 
@@ -124,15 +126,25 @@ def _kind(word: str) -> str | None:
     return _LOOKALIKE if has_lookalike else None
 
 
+def _scripts(word: str) -> set[str]:
+    """The scripts of a word's letters, as the first word of their Unicode names ("CYRILLIC", "GREEK")."""
+    return {unicodedata.name(c, "").partition(" ")[0] for c in word if c.isalpha()}
+
+
+@cache
+def _translation() -> dict[int, str]:
+    return str.maketrans(latin_lookalikes())
+
+
 def _unmask_words(text: str) -> str:
-    table = latin_lookalikes()
+    table = _translation()
     words = [(m.start(), m.end(), _kind(m.group())) for m in _WORDS.finditer(text)]
     words = [w for w in words if w[2] is not None]
     if not any(kind in (_MIXED, _LOOKALIKE) for _s, _e, kind in words):
         return text
     unmask = [kind == _MIXED for _s, _e, kind in words]
-    # A run of look-alike-only words is unmasked when the nearest words around it are Latin (or mixed) and
-    # none of them is written in another script: "а" in "get а loan", but not "с" in Russian "с другом".
+    # A run of look-alike-only words is unmasked when words stand around it and none of them is written in the
+    # run's own script: "а" in "get а loan" or "ΙΤ" among Korean words, but not "с" in Russian "с другом".
     index = 0
     while index < len(words):
         if words[index][2] != _LOOKALIKE:
@@ -141,8 +153,10 @@ def _unmask_words(text: str) -> str:
         end = index
         while end < len(words) and words[end][2] == _LOOKALIKE:
             end += 1
-        around = [words[i][2] for i in (index - 1, end) if 0 <= i < len(words)]
-        if around and _OTHER not in around:
+        scripts = _scripts("".join(text[s:e] for s, e, _k in words[index:end]))
+        around = [words[i] for i in (index - 1, end) if 0 <= i < len(words)]
+        # a mixed word is a Latin word (its look-alikes are what is being undone)
+        if around and not any(kind == _OTHER and scripts & _scripts(text[s:e]) for s, e, kind in around):
             for i in range(index, end):
                 unmask[i] = True
         index = end
@@ -151,7 +165,7 @@ def _unmask_words(text: str) -> str:
     for (start, end, _), flag in zip(words, unmask, strict=True):
         if flag:
             pieces.append(text[last:start])
-            pieces.append("".join(table.get(c, c) for c in text[start:end]))
+            pieces.append(text[start:end].translate(table))
             last = end
     if last == 0:
         return text
