@@ -10,7 +10,8 @@ rare tokens, while the person reading sees the same word. `normalize_text` undoe
    (zero-width spaces and joiners, bidi controls, soft hyphen, variation selectors, tag characters, fillers),
    except the prepended concatenation marks (visible Arabic number signs) and ZWJ/ZWNJ next to letters of the
    scripts whose spelling needs them (Arabic, Indic, emoji sequences);
-3. NFKC: full-width, ligature, mathematical and other compatibility forms become the plain characters;
+3. NFKC: full-width, ligature, mathematical and other compatibility forms become the plain characters (but
+   Thai/Lao SARA AM, and full-width punctuation beside CJK text, which those scripts write as a matter of course);
 4. letters of another script that imitate Latin letters (Unicode TR39 confusables, as published in the
    `confusable_homoglyphs` package's data) become those Latin letters, inside words that mix them with Latin
    letters, and in words made only of such look-alikes that stand among Latin words. A word written in another
@@ -49,6 +50,9 @@ _STRAY_JOINERS = regex.compile(
 # Words; scripts written without spaces between words (CJK, Thai...) are cut from Latin glued to them ("IT분야").
 _UNSPACED = r"\p{Han}\p{Hangul}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
 _WORDS = regex.compile(rf"[{_UNSPACED}]+|[^\W{_UNSPACED}]+")
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\u3001-\u303f"
+_WIDE_PUNCTUATION = r"\u3000\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65"
+_KEEP = regex.compile(rf"[\u0e33\u0eb3]+|(?<=[{_CJK}])[{_WIDE_PUNCTUATION}]+|[{_WIDE_PUNCTUATION}]+(?=[{_CJK}])")
 _LATIN_LETTER = regex.compile(r"\p{Script=Latin}")
 
 
@@ -94,12 +98,25 @@ def normalize_text(text: str) -> str:
     text = _LONG_MARK_RUNS.sub(r"\1", text)
     text = _FORMAT.sub("", text)
     text = _STRAY_JOINERS.sub("", text)
-    text = unicodedata.normalize("NFKC", text)
+    text = _nfkc(text)
     if text.isascii():
         return text
     mapped = _unmask_words(text)
     # A look-alike mapped next to a combining mark can compose with it ("а" + U+0301 -> "á").
-    return unicodedata.normalize("NFKC", mapped) if mapped is not text else text
+    return _nfkc(mapped) if mapped is not text else text
+
+
+def _nfkc(text: str) -> str:
+    """NFKC, except for the compatibility characters that other scripts write as a matter of course: Thai and
+    Lao SARA AM, and full-width punctuation and the ideographic space next to CJK text ("开会，请")."""
+    if not _KEEP.search(text):
+        return unicodedata.normalize("NFKC", text)
+    pieces, last = [], 0
+    for match in _KEEP.finditer(text):
+        pieces += [unicodedata.normalize("NFKC", text[last : match.start()]), match.group()]
+        last = match.end()
+    pieces.append(unicodedata.normalize("NFKC", text[last:]))
+    return "".join(pieces)
 
 
 _LATIN, _MIXED, _LOOKALIKE, _OTHER = "latin", "mixed", "lookalike", "other"
