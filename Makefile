@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED_SMS := ../shared/data/sms_spam_collection/SMSSpamCollection
 
-.PHONY: install train test bench bench-accuracy bench-training bench-own-mail lint format
+.PHONY: install train test bench bench-accuracy bench-training bench-own-mail bench-robustness text-unchanged lint format
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,16 @@ bench-own-mail:
 		--ham $(SHARED_MAIL)/ham --spam $(SHARED_MAIL)/spam --tokenizer ../shared/data/gpt2_bpe \
 		--lr 3e-4 --max-fpr 0.01 --threads 1 --out $(OWN_MAIL_WORK)/bundle-$$(date +%Y%m%d-%H%M%S) --no-install \
 		&& echo "$$(( $$(date +%s) - start )) s wall"
+
+# Spam in disguise (homoglyphs, zero-width, soft hyphens, full width, comment-split words, hidden padding,
+# leetspeak, all): recall of spamguard trained with and without normalization and of the baselines (docs/robustness.md).
+ROBUSTNESS_OUT ?= docs/robustness
+bench-robustness:
+	$(PY) benchmarks/bench_robustness.py --out $(ROBUSTNESS_OUT)
+
+# How many messages of the full data sets normalization changes, and how.
+text-unchanged:
+	$(PY) benchmarks/text_unchanged.py
 
 lint:
 	$(VENV)/bin/ruff check .

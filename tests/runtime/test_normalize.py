@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from robustness.disguises import DISGUISES, REVERSIBLE, apply
+from robustness.non_latin import NON_LATIN_HAM
 
 from spamguard.html_text import html_text
 from spamguard.message_text import MAX_TEXT_CHARS, message_text
@@ -19,18 +20,8 @@ from spamguard.normalize import normalize_text
 
 from conftest import MAIL_DIR, SMS_FILE
 
-# Written for these tests (not from any corpus): ordinary sentences in scripts other than Latin, in NFC.
 NON_LATIN = [
-    "Привет, как дела? Я купил сор у реки и с другом пошёл домой.",
-    "Η συνάντηση μεταφέρθηκε για αύριο το πρωί στο γραφείο.",
-    "明天上午十点在会议室开会，请准时参加。",  # full-width comma beside Han: kept
-    "会議は明日の午前十時からです。資料を持ってきてください。",
-    "내일 오전 10시에 회의가 있습니다. IT분야 자료를 준비해 주세요.",
-    "الاجتماع غدا في الساعة العاشرة صباحا في المكتب.",
-    "הפגישה נדחתה למחר בבוקר במשרד.",
-    "कल सुबह दस बजे कार्यालय में बैठक है।",
-    "می‌خواهم فردا صبح به دفتر بیایم.",
-    "พรุ่งนี้มีประชุมตอนสิบโมงเช้าที่สำนักงาน",
+    *NON_LATIN_HAM,
     "Приветcafé",  # two RFC 2047 words joined: Cyrillic letters with no Latin look-alike, left alone
     "👨\u200d👩\u200d👧 family photo",
 ]

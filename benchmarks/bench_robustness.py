@@ -1,0 +1,272 @@
+"""`make bench-robustness`: spam in disguise against spamguard with and without normalization, and the baselines.
+
+    python benchmarks/bench_robustness.py --out DIR [--seed 1] [--split-seed 123] [--limit N] [--epochs 5]
+
+Data: the SMS Spam Collection and the SpamAssassin sample under `datasets_dir()` (`$SPAMGUARD_DATA`), each
+deduplicated and split 70/10/20 by label with the training's own `split` (seeded). Two spamguard models are
+trained with the real pipeline (`spamguard.training.pipeline.run`, the offline configuration: 4x256 from random
+weights, every layer trained, lr 3e-4) on the mail and SMS train parts together: one on text version 1
+(`message_text(..., normalize=False)`: no normalization, hidden HTML kept) and one on today's text. The version-1
+bundle stays in a scratch folder and is scored with `Classifier.score_texts` on version-1 text (its manifest
+carries the pipeline's `text_version`, which is why it never leaves the benchmark). The TF-IDF, naive Bayes and
+bogofilter baselines (benchmarks/accuracy/classical.py) are trained on version-1 text (bogofilter on raw mail).
+
+Each disguise (benchmarks/robustness/disguises.py) is applied, seeded per message, to every spam and every ham of
+the test parts; recall is measured on disguised spam and the false-positive rate on disguised ham, at each model's
+own threshold (spamguard: the bundle's; the baselines: their defaults). The non-Latin ham set
+(benchmarks/robustness/non_latin.py) gives one more FPR row. Writes `results.md` and `recall.png` to `--out`.
+
+When the `data` branch lands (`Example.kind`, splits by kind and label), replace `_split_kind` with its split and
+use the bundle's per-kind thresholds (`Bundle.threshold_for(kind)`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from robustness.disguises import DISGUISES, apply  # noqa: E402
+from robustness.non_latin import NON_LATIN_HAM  # noqa: E402
+
+from spamguard.datasets import HAM, SPAM, Example  # noqa: E402
+from spamguard.message_text import message_text  # noqa: E402
+from spamguard.paths import datasets_dir  # noqa: E402
+
+from accuracy.classical import Bogofilter, sklearn_methods  # noqa: E402
+
+PLAIN = "plain"
+
+
+@dataclass
+class Part:
+    """One kind's test messages: raw (SMS text or mail bytes) with labels."""
+
+    kind: str
+    messages: list[str | bytes]
+    labels: list[int]
+
+
+@dataclass
+class Results:
+    recall: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (method, kind, disguise) -> recall
+    fpr: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (method, kind, disguise) -> FPR
+
+
+def _split_kind(examples: list[Example], seed: int) -> tuple[list[Example], list[Example], list[Example]]:
+    from spamguard.training.data import deduplicate, split
+
+    parts = split(deduplicate(examples), seed, stratify=True)
+    return parts.train, parts.validation, parts.test
+
+
+def load_parts(data: Path, seed: int, limit: int | None) -> dict[str, tuple[list[Example], ...]]:
+    """Per kind, train/validation/test `Example`s whose `text` is the raw message key and `source` its origin."""
+    rng = random.Random(seed)
+    sms_lines = (data / "sms_spam_collection" / "SMSSpamCollection").read_text(encoding="utf-8").splitlines()
+    sms = [Example(t, SPAM if lab == "spam" else HAM, "sms") for lab, _, t in (x.partition("\t") for x in sms_lines)]
+    mail = [
+        Example(str(p), SPAM if p.parent.name == "spam" else HAM, str(p))
+        for p in sorted((data / "spamassassin_2003_part1").glob("*/*"))
+    ]
+    if limit:
+        sms, mail = rng.sample(sms, min(limit, len(sms))), rng.sample(mail, min(limit, len(mail)))
+    return {"sms": _split_kind(sms, seed), "mail": _split_kind(mail, seed)}
+
+
+def raw_of(example: Example) -> str | bytes:
+    return Path(example.text).read_bytes() if example.source != "sms" else example.text
+
+
+def texts(examples: list[Example], normalize: bool) -> list[Example]:
+    return [Example(message_text(raw_of(e), normalize=normalize), e.label, e.source) for e in examples]
+
+
+def train_spamguard(train: list[Example], validation: list[Example], args: argparse.Namespace, work: Path) -> object:
+    from spamguard import Classifier
+    from spamguard.training.data import Splits
+    from spamguard.training.pipeline import Job, run
+    from spamguard.training.recipe import TrainSettings
+
+    base = work / "base"
+    base.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "gpt2", "n_layer": args.n_layer, "n_head": args.n_head, "n_embd": args.n_embd}
+    (base / "config.json").write_text(json.dumps(config | {"n_positions": args.max_tokens}))
+    job = Job(
+        base=str(base),
+        weights="random",
+        tokenizer=args.data / "gpt2_bpe",
+        max_tokens=args.max_tokens,
+        out=work / "bundle",
+        name="robustness-benchmark",
+        install=False,
+        threads=args.threads,
+        recipe=replace(TrainSettings(), trainable="all", epochs=args.epochs, lr=3e-4, seed=args.seed),
+    )
+    report = run(job, splits=Splits(train, validation, validation), data_source="robustness benchmark", log=print)
+    return Classifier.load(report.bundle)
+
+
+def disguised(part: list[Example], name: str, seed: int) -> list[str | bytes | None]:
+    messages = [raw_of(e) for e in part]
+    if name == PLAIN:
+        return messages
+    return [apply(name, m, random.Random(f"{seed}:{name}:{i}")) for i, m in enumerate(messages)]
+
+
+def score_baseline(method: object, messages: list[str | bytes], labels: list[int], scratch: Path) -> np.ndarray:
+    """A baseline scores version-1 text; bogofilter reads disguised mail from a file, as it would."""
+    examples = []
+    for i, (m, label) in enumerate(zip(messages, labels, strict=True)):
+        source = ""
+        if isinstance(m, bytes):
+            path = scratch / f"{i}.eml"
+            path.write_bytes(m)
+            source = str(path)
+        examples.append(Example(message_text(m, normalize=False), label, source))
+    return np.asarray(method.score(examples), dtype=np.float64)  # type: ignore[attr-defined]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "robustness")
+    parser.add_argument("--data", type=Path, default=None, help="data sets folder (default: datasets_dir())")
+    parser.add_argument("--seed", type=int, default=1, help="training and disguise seed")
+    parser.add_argument("--split-seed", type=int, default=123)
+    parser.add_argument("--limit", type=int, default=None, help="messages per kind (a tiny check run)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--n-layer", type=int, default=4)
+    parser.add_argument("--n-head", type=int, default=4)
+    parser.add_argument("--n-embd", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-baselines", action="store_true")
+    args = parser.parse_args()
+    args.data = args.data or datasets_dir()
+    began = time.perf_counter()
+    parts = load_parts(args.data, args.split_seed, args.limit)
+    for kind, (tr, va, te) in parts.items():
+        print(f"{kind}: train {len(tr)}, validation {len(va)}, test {len(te)} (spam {sum(e.label for e in te)})")
+    train = [e for p in parts.values() for e in p[0]]
+    validation = [e for p in parts.values() for e in p[1]]
+    names = [PLAIN, *DISGUISES]
+    work = Path(tempfile.mkdtemp(prefix="spamguard-robustness-"))
+    results = Results()
+    try:
+        methods: dict[str, tuple[object, bool]] = {}  # name -> (model, normalize)
+        for label, normalize in (("spamguard, text v1 (no normalization)", False), ("spamguard, normalized", True)):
+            print(f"training {label}", flush=True)
+            model = train_spamguard(texts(train, normalize), texts(validation, normalize), args, work / label[:20])
+            methods[label] = (model, normalize)
+        baselines: list[object] = []
+        if not args.no_baselines:
+            baselines = [*sklearn_methods(args.split_seed)] + ([Bogofilter()] if Bogofilter.available() else [])
+            v1_train = [Example(e.text, e.label, e.source if e.source != "sms" else "") for e in texts(train, False)]
+            for method in baselines:
+                print(f"training {method.name}", flush=True)  # type: ignore[attr-defined]
+                method.fit(v1_train, [])  # type: ignore[attr-defined]
+        for kind, (_tr, _va, test) in parts.items():
+            for name in names:
+                messages = disguised(test, name, args.seed)
+                kept = [(m, e.label) for m, e in zip(messages, test, strict=True) if m is not None]
+                if not kept:
+                    continue
+                batch = [m for m, _ in kept]
+                labels = np.array([label for _, label in kept])
+                scores: dict[str, tuple[np.ndarray, float]] = {}
+                for label, (model, normalize) in methods.items():
+                    model_texts = [message_text(m, normalize=normalize) for m in batch]
+                    scores[label] = (np.asarray(model.score_texts(model_texts)), model.bundle.threshold)  # type: ignore[attr-defined]
+                for method in baselines:
+                    scratch = work / "scores" / f"{kind}-{name}-{method.name}"  # type: ignore[attr-defined]
+                    scratch.mkdir(parents=True)
+                    scores[method.name] = (  # type: ignore[attr-defined]
+                        score_baseline(method, batch, labels.tolist(), scratch),
+                        method.default_threshold,  # type: ignore[attr-defined]
+                    )
+                for label, (values, threshold) in scores.items():
+                    flagged = values >= threshold
+                    if (labels == SPAM).any():
+                        results.recall[(label, kind, name)] = float(flagged[labels == SPAM].mean())
+                    if (labels == HAM).any():
+                        results.fpr[(label, kind, name)] = float(flagged[labels == HAM].mean())
+                print(f"{kind} {name}: " + ", ".join(f"{k} {results.recall.get((k, kind, name), float('nan')):.3f}"
+                                                    for k in scores), flush=True)  # fmt: skip
+        for label, (model, normalize) in methods.items():
+            values = np.asarray(model.score_texts([message_text(t, normalize=normalize) for t in NON_LATIN_HAM]))  # type: ignore[attr-defined]
+            results.fpr[(label, "non-Latin SMS", PLAIN)] = float((values >= model.bundle.threshold).mean())  # type: ignore[attr-defined]
+        for method in baselines:
+            values = score_baseline(method, list(NON_LATIN_HAM), [HAM] * len(NON_LATIN_HAM), work)
+            results.fpr[(method.name, "non-Latin SMS", PLAIN)] = float((values >= method.default_threshold).mean())  # type: ignore[attr-defined]
+            if hasattr(method, "close"):
+                method.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = markdown(results, names, args, time.perf_counter() - began)
+    (args.out / "results.md").write_text(table)
+    chart(results, names, args.out / "recall.png")
+    print(table)
+    print(f"wrote {args.out / 'results.md'} and {args.out / 'recall.png'}")
+    return 0
+
+
+def markdown(results: Results, names: list[str], args: argparse.Namespace, seconds: float) -> str:
+    methods = list(dict.fromkeys(k[0] for k in [*results.recall, *results.fpr]))
+    kinds = list(dict.fromkeys(k[1] for k in results.recall))
+    header = "| disguise | " + " | ".join(f"{m} ({k})" for m in methods for k in kinds) + " |"
+    rule = "|" + "---|" * (1 + len(methods) * len(kinds))
+
+    def cell(table: dict, m: str, k: str, n: str) -> str:
+        return f"{table[(m, k, n)] * 100:.1f}" if (m, k, n) in table else "n/a"
+
+    lines = [f"Recall % on disguised test spam, at each model's own threshold (seed {args.seed}, split seed "
+             f"{args.split_seed}, {args.epochs} epochs, {args.n_layer}x{args.n_embd}, limit {args.limit}; "
+             f"{seconds / 60:.0f} min)", "", header, rule]  # fmt: skip
+    lines += ["| " + n + " | " + " | ".join(cell(results.recall, m, k, n) for m in methods for k in kinds) + " |"
+              for n in names]  # fmt: skip
+    lines += ["", "False-positive rate % on test ham given the same disguise, and on the non-Latin ham set", ""]
+    fkinds = list(dict.fromkeys(k[1] for k in results.fpr))
+    lines += ["| disguise | " + " | ".join(f"{m} ({k})" for m in methods for k in fkinds) + " |",
+              "|" + "---|" * (1 + len(methods) * len(fkinds))]  # fmt: skip
+    lines += ["| " + n + " | " + " | ".join(cell(results.fpr, m, k, n) for m in methods for k in fkinds) + " |"
+              for n in names]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: Results, names: list[str], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(dict.fromkeys(k[1] for k in results.recall))
+    methods = list(dict.fromkeys(k[0] for k in results.recall))
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(12, 4 * len(kinds)), squeeze=False)
+    width = 0.8 / max(1, len(methods))
+    for ax, kind in zip(axes[:, 0], kinds, strict=True):
+        for j, method in enumerate(methods):
+            values = [results.recall.get((method, kind, n), np.nan) * 100 for n in names]
+            ax.bar(np.arange(len(names)) + j * width, values, width, label=method)
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=20)
+        ax.set_ylabel("recall % on disguised spam")
+        ax.set_title(kind)
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
