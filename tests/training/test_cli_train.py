@@ -15,6 +15,7 @@ from spamguard import registry
 from spamguard.bundle import load_bundle
 from spamguard.cli import main
 from spamguard.datasets import read_sms_tsv
+from spamguard.message_text import TEXT_VERSION
 from spamguard.metrics import binary_metrics
 from spamguard.tokenizer import load_encoding
 from spamguard.training.package import onnx_scores
@@ -195,5 +196,6 @@ def test_random_weights_from_a_config_only_folder_with_tokenizer_option(
     assert result.exit_code == 0, result.output + result.stderr
     bundle = load_bundle(tmp_path / "b")
     assert bundle.manifest["base_model"] == "small" and bundle.manifest["training"]["weights"] == "random"
+    assert bundle.manifest["text_version"] == TEXT_VERSION
     assert registry.default_name() == "b"  # installed from --out under the folder's name
     assert np.isfinite(bundle.manifest["metrics"]["test"]["accuracy"])
