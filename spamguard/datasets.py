@@ -20,7 +20,7 @@ LABEL_NAMES = ("ham", "spam")  # indexed by label
 
 @dataclass(frozen=True)
 class Example:
-    text: str  # what the model reads: `message_text` of a mail, or an SMS as it is
+    text: str  # what the model reads: `message_text` of a mail or an SMS (normalized either way)
     label: int  # HAM or SPAM
     source: str = ""  # where it came from (a file and line, a mail file, `mbox#N`), for reports
 

@@ -3,8 +3,10 @@
 
 What the model sees of a mail: the decoded Subject, a blank line, then the text/plain parts (decoded by
 transfer encoding and charset); the text of the HTML parts only when there is no plain text. Attachments,
-images and other non-text parts are skipped. Decoding never fails: bad bytes become U+FFFD, an unknown charset
-falls back to UTF-8 or Windows-1252, broken base64 yields what can be read of it.
+images and other non-text parts are skipped; of HTML only what a reader sees is kept (`spamguard.html_text`),
+and every text, an SMS too, is normalized to the letters a reader sees (`spamguard.normalize`). Decoding never
+fails: bad bytes become U+FFFD, an unknown charset falls back to UTF-8 or Windows-1252, broken base64 yields what
+can be read of it.
 
 Work is bounded whatever arrives: only the first `MAX_PARSE_BYTES` of a message are parsed, at most
 `MAX_PART_CHARS` of any part are decoded, and the text stops growing at `MAX_TEXT_CHARS` (a model reads at most
