@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED_SMS := ../shared/data/sms_spam_collection/SMSSpamCollection
 
-.PHONY: install train test bench bench-accuracy bench-training bench-own-mail bench-robustness text-unchanged lint format
+.PHONY: install train test bench bench-accuracy bench-training bench-own-mail bench-robustness text-unchanged lookalikes lint format
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ bench-robustness:
 # How many messages of the full data sets normalization changes, and how.
 text-unchanged:
 	$(PY) benchmarks/text_unchanged.py
+
+# Regenerate spamguard/lookalikes.py from the confusable_homoglyphs package's Unicode data (after upgrading it).
+lookalikes:
+	$(PY) tools/make_lookalikes.py
+	$(VENV)/bin/ruff format spamguard/lookalikes.py
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -12,11 +12,12 @@ rare tokens, while the person reading sees the same word. `normalize_text` undoe
    scripts whose spelling needs them (Arabic, Indic, emoji sequences);
 3. NFKC: full-width, ligature, mathematical and other compatibility forms become the plain characters (but
    Thai/Lao SARA AM, and full-width punctuation beside CJK text, which those scripts write as a matter of course);
-4. letters of another script that imitate Latin letters (Unicode TR39 confusables, as published in the
-   `confusable_homoglyphs` package's data) become those Latin letters, inside words that mix them with Latin
-   letters, and in words made only of such look-alikes that stand among Latin words. A word written in another
-   script (Russian, Greek, Chinese) stays as it is, and so does a word that mixes Latin with letters that have
-   no Latin look-alike ("Приветcafé" from two joined encoded words).
+4. letters of another script that imitate Latin letters (Unicode TR39 confusables, as the
+   `confusable_homoglyphs` package publishes them, generated into `spamguard.lookalikes`) become those Latin
+   letters, inside words that mix them with Latin letters, and in words made only of such look-alikes when no
+   neighbouring word is written in their script. A word written in another script (Russian, Greek, Chinese) stays
+   as it is, and so does a word that mixes Latin with letters that have no Latin look-alike ("Приветcafé" from
+   two joined encoded words).
 
 Leetspeak ("fr33") is left alone: digits inside Latin words are also "mp3", "4x4", "win32", "b2b", "covid19",
 order numbers and postcodes, and the model can learn the spam spellings from data (docs/robustness.md).
@@ -26,12 +27,12 @@ from `spamguard.mail_sources`) can go through again. Time is linear in the text.
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from functools import cache
-from importlib import resources
 
 import regex
+
+from spamguard.lookalikes import LATIN_LOOKALIKES
 
 MAX_MARKS = 30  # UAX #15 stream-safe text format: at most 30 non-starters in a row
 
@@ -53,42 +54,8 @@ _WORDS = regex.compile(rf"[{_UNSPACED}]+|[^\W{_UNSPACED}]+")
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\u3001-\u303f"
 _WIDE_PUNCTUATION = r"\u3000\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65"
 _KEEP = regex.compile(rf"[\u0e33\u0eb3]+|(?<=[{_CJK}])[{_WIDE_PUNCTUATION}]+|[{_WIDE_PUNCTUATION}]+(?=[{_CJK}])")
+_TRANSLATION = str.maketrans(LATIN_LOOKALIKES)
 _LATIN_LETTER = regex.compile(r"\p{Script=Latin}")
-
-
-@cache
-def latin_lookalikes() -> dict[str, str]:
-    """Letters of other scripts mapped to the ASCII letter they imitate, from the TR39 confusables data shipped
-    by `confusable_homoglyphs` (char -> prototypes, and prototype -> every char confusable with it).
-
-    A letter's prototype can be another letter's too ("І", "I" and "l" all have prototype "l"), so the ASCII
-    letters that share it are candidates and case decides ("І" -> "I"). Only letters that NFKC leaves alone are
-    mapped, so the table applies after NFKC and maps to text NFKC also leaves alone."""
-    data = json.loads(resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8"))
-    ascii_letters = {c for c in map(chr, range(128)) if c.isalpha()}
-    table = {}
-    for char, entries in data.items():
-        if (
-            len(char) != 1
-            or char.isascii()
-            or not char.isalpha()
-            or _LATIN_LETTER.match(char)
-            or unicodedata.normalize("NFKC", char) != char
-        ):
-            continue
-        candidates = set()
-        for entry in entries:
-            prototype = entry["c"]
-            candidates.add(prototype)
-            candidates.update(e["c"] for e in data.get(prototype, ()))
-        letters = sorted(candidates & ascii_letters)
-        if char.isupper():
-            letters = [c for c in letters if c.isupper()] or letters
-        elif char.islower():
-            letters = [c for c in letters if c.islower()] or letters
-        if letters:
-            table[char] = letters[0]
-    return table
 
 
 def normalize_text(text: str) -> str:
@@ -125,7 +92,7 @@ _LATIN, _MIXED, _LOOKALIKE, _OTHER = "latin", "mixed", "lookalike", "other"
 @cache
 def _classes() -> tuple[regex.Pattern[str], regex.Pattern[str]]:
     """Character classes of the look-alike letters and of the letters that are neither Latin nor look-alikes."""
-    lookalikes = "".join(regex.escape(c) for c in sorted(latin_lookalikes()))
+    lookalikes = "".join(regex.escape(c) for c in sorted(LATIN_LOOKALIKES))
     return regex.compile(f"[{lookalikes}]"), regex.compile(rf"[\p{{L}}--\p{{Script=Latin}}--[{lookalikes}]]", regex.V1)
 
 
@@ -148,13 +115,8 @@ def _scripts(word: str) -> set[str]:
     return {unicodedata.name(c, "").partition(" ")[0] for c in word if c.isalpha()}
 
 
-@cache
-def _translation() -> dict[int, str]:
-    return str.maketrans(latin_lookalikes())
-
-
 def _unmask_words(text: str) -> str:
-    table = _translation()
+    table = _TRANSLATION
     words = [(m.start(), m.end(), _kind(m.group())) for m in _WORDS.finditer(text)]
     words = [w for w in words if w[2] is not None]
     if not any(kind in (_MIXED, _LOOKALIKE) for _s, _e, kind in words):

@@ -23,9 +23,10 @@ from collections.abc import Callable, Sequence
 from email.message import Message
 from functools import cache
 
+from spamguard.lookalikes import LATIN_LOOKALIKES
+
 # Subject and parts decoded exactly as the model text decodes them, so only the disguise differs.
 from spamguard.message_text import _header_text, _part_text
-from spamguard.normalize import latin_lookalikes
 
 ZERO_WIDTH = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff")
 SOFT_HYPHEN = "\u00ad"
@@ -70,7 +71,7 @@ def _lookalikes_of() -> dict[str, list[str]]:
     import unicodedata
 
     inverse: dict[str, list[str]] = {}
-    for char, latin in sorted(latin_lookalikes().items()):
+    for char, latin in sorted(LATIN_LOOKALIKES.items()):
         if _LOOKALIKE_SCRIPTS.match(unicodedata.name(char, "")):
             inverse.setdefault(latin, []).append(char)
     return inverse

@@ -65,6 +65,22 @@ def test_the_same_disguise_fools_text_version_1(name: str) -> None:
     assert message_text(disguised, normalize=False) != message_text(raw, normalize=False)
 
 
+def test_committed_lookalike_table_matches_the_confusables_data() -> None:
+    """spamguard/lookalikes.py is generated (tools/make_lookalikes.py): it must be what the installed Unicode data
+    gives, so it cannot drift into a hand-edited table."""
+    import importlib.util
+    from pathlib import Path
+
+    from spamguard.lookalikes import LATIN_LOOKALIKES
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "make_lookalikes.py"
+    spec = importlib.util.spec_from_file_location("make_lookalikes", tool)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    assert module.build() == LATIN_LOOKALIKES
+    assert LATIN_LOOKALIKES["\u0430"] == "a" and LATIN_LOOKALIKES["\u0406"] == "I"  # Cyrillic а, І
+
+
 def test_leetspeak_is_not_undone() -> None:
     assert normalize_text("fr33 m0n3y, mp3 4x4 win32 b2b") == "fr33 m0n3y, mp3 4x4 win32 b2b"
     disguised = apply("leetspeak", "claim your free prize today", random.Random(3))
