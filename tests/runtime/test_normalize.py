@@ -156,6 +156,22 @@ def test_committed_mail_changes_only_by_compatibility_forms() -> None:
         ("&amp;lt; &lt;b&gt; &#x41;&#66;", "&lt; <b> AB"),  # entities decoded once
         ('<a title="x>y">link</a>', "link"),
         ("a < b", "a < b"),
+        ("<DIV STYLE='DISPLAY: NONE !important'>x</DIV>y", "y"),
+        ("<span style='display&#58;none'>x</span>y", "y"),  # the attribute's entities are decoded first
+        ("<span style='color:red/* x */;display:none'>x</span>y", "y"),
+        ("<div bgcolor=ffffff><span style='color:rgb(254,254,250)'>x</span>y</div>", "\ny\n"),  # near white
+        (
+            "<div style='background:url(a.png) #fff'><span style='color:#fff'>on an image</span></div>",
+            "\non an image\n",
+        ),
+        ("<span style='color:transparent'>x</span>y", "y"),
+        ("<span style='font-size:0'>x<span style='font-size:14px'>shown</span></span>", "shown"),
+        ("<span style='font-size:0'><b style='font-size:150%'>x</b></span>y", "y"),
+        ("<table><tr><td style='display:none'>x<td>y</table>", "\n\n\ny\n\n\n"),  # <td> closes the open <td>
+        ("<li hidden>x<li>y", "\ny"),
+        ("<div style='display:none'>" + "<b>" * 300 + "x</div>y", "y"),  # deeper than MAX_DEPTH
+        ("<noscript>shown: mail clients run no scripts</noscript>", "shown: mail clients run no scripts"),
+        ("<style>p{}</style><script>document.write('<p>')</script><!-->y", "y"),
     ],
 )
 def test_html_visible_text(markup: str, text: str) -> None:
