@@ -38,125 +38,29 @@ MIN_FONT_PX = 4.0  # text set smaller than this is unreadable: treated as hidden
 COLOR_TOLERANCE = 16  # largest difference per RGB channel at which text and background count as equal
 DEFAULT_FONT_PX = 16.0
 
-_VOID = frozenset(
-    [
-        "area",
-        "base",
-        "basefont",
-        "bgsound",
-        "br",
-        "col",
-        "embed",
-        "frame",
-        "hr",
-        "img",
-        "input",
-        "keygen",
-        "link",
-        "meta",
-        "param",
-        "source",
-        "track",
-        "wbr",
-    ]
-)
-_BLOCKS = frozenset(
-    [
-        "address",
-        "article",
-        "aside",
-        "blockquote",
-        "br",
-        "caption",
-        "center",
-        "dd",
-        "details",
-        "dialog",
-        "dir",
-        "div",
-        "dl",
-        "dt",
-        "fieldset",
-        "figcaption",
-        "figure",
-        "footer",
-        "form",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "header",
-        "hr",
-        "legend",
-        "li",
-        "main",
-        "menu",
-        "nav",
-        "ol",
-        "p",
-        "pre",
-        "section",
-        "summary",
-        "table",
-        "td",
-        "th",
-        "tr",
-        "ul",
-    ]
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_VOID = _names("area base basefont bgsound br col embed frame hr img input keygen link meta param source track wbr")
+_BLOCKS = _names(
+    "address article aside blockquote br caption center dd details dialog dir div dl dt fieldset figcaption figure "
+    "footer form h1 h2 h3 h4 h5 h6 header hr legend li main menu nav ol p pre section summary table td th tr ul"
 )
 # Content never rendered, skipped as raw text up to its end tag (title is RCDATA, but it is not shown either).
-_RAW_HIDDEN = frozenset(["script", "style", "title", "iframe", "noembed", "noframes", "xmp"])
-_RAW_VISIBLE = frozenset(("textarea",))  # RCDATA shown as text
-_HIDDEN_ELEMENTS = frozenset(("template", "head"))
+_RAW_HIDDEN = _names("script style title iframe noembed noframes xmp")
+_RAW_VISIBLE = _names("textarea")  # RCDATA shown as text
+_HIDDEN_ELEMENTS = _names("template head")
 _V1_HIDDEN = _HIDDEN_ELEMENTS | {"noscript"}  # what text version 1 dropped besides the raw-text elements
 # Elements allowed inside <head>; any other start tag, or text that is not whitespace, starts the body.
-_HEAD_CONTENT = frozenset(
-    ["base", "basefont", "bgsound", "link", "meta", "title", "noscript", "noframes", "style", "script", "template"]
-)
+_HEAD_CONTENT = _names("base basefont bgsound link meta title noscript noframes style script template")
 # HTML5: these start tags close an open <p> (up to a scope boundary).
-_CLOSES_P = frozenset(
-    [
-        "address",
-        "article",
-        "aside",
-        "blockquote",
-        "center",
-        "details",
-        "dialog",
-        "dir",
-        "div",
-        "dl",
-        "fieldset",
-        "figcaption",
-        "figure",
-        "footer",
-        "form",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "header",
-        "hr",
-        "main",
-        "menu",
-        "nav",
-        "ol",
-        "p",
-        "pre",
-        "section",
-        "summary",
-        "table",
-        "ul",
-        "li",
-        "dd",
-        "dt",
-    ]
+_CLOSES_P = _names(
+    "address article aside blockquote center details dialog dir div dl fieldset figcaption figure footer form "
+    "h1 h2 h3 h4 h5 h6 header hr main menu nav ol p pre section summary table ul li dd dt"
 )
-_SCOPE = frozenset(["applet", "caption", "html", "table", "td", "th", "marquee", "object", "template", "button"])
+_SCOPE = _names("applet caption html table td th marquee object template button")
 # start tag -> the open elements it implicitly closes, and the elements that stop the search
 _IMPLIED = {
     "li": (frozenset(("li",)), frozenset(("ul", "ol")) | _SCOPE),
@@ -461,7 +365,7 @@ class _Reader:
                 self._pop_through(name)
             return n if close is None else _after(html, ">", close.end() - 1)
         if name == "plaintext":
-            self._text(html[end + 1 :].replace("<", "&lt;"))
+            self._text(html_lib.escape(html[end + 1 :], quote=False))  # the rest is literal text
             return n
         return end + 1
 
