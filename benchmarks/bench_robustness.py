@@ -2,8 +2,9 @@
 
     python benchmarks/bench_robustness.py --out DIR [--seed 1] [--split-seed 123] [--limit N] [--epochs 5]
 
-Data: the SMS Spam Collection and the SpamAssassin sample under `datasets_dir()` (`$SPAMGUARD_DATA`), each
-deduplicated and split 70/10/20 by label with the training's own `split` (seeded). Two spamguard models are
+Data: the SMS Spam Collection and the SpamAssassin sample under `datasets_dir()` (`$SPAMGUARD_DATA`),
+deduplicated and split 70/10/20 by kind and label with the training's own `stratified_splits` (seeded), on the raw
+messages, so both text versions see the same split. Two spamguard models are
 trained with the real pipeline (`spamguard.training.pipeline.run`, the offline configuration: 4x256 from random
 weights, every layer trained, lr 3e-4) on the mail and SMS train parts together: one on text version 1
 (`message_text(..., normalize=False)`: no normalization, hidden HTML kept) and one on today's text. The version-1
@@ -13,11 +14,9 @@ bogofilter baselines (benchmarks/accuracy/classical.py) are trained on version-1
 
 Each disguise (benchmarks/robustness/disguises.py) is applied, seeded per message, to every spam and every ham of
 the test parts; recall is measured on disguised spam and the false-positive rate on disguised ham, at each model's
-own threshold (spamguard: the bundle's; the baselines: their defaults). The non-Latin ham set
-(benchmarks/robustness/non_latin.py) gives one more FPR row. Writes `results.md` and `recall.png` to `--out`.
-
-When the `data` branch lands (`Example.kind`, splits by kind and label), replace `_split_kind` with its split and
-use the bundle's per-kind thresholds (`Bundle.threshold_for(kind)`)."""
+own threshold (spamguard: the bundle's threshold for the message's kind; the baselines: their defaults). The
+non-Latin ham set (benchmarks/robustness/non_latin.py) gives one more FPR row. Writes `results.md` and
+`recall.png` to `--out`."""
 
 from __future__ import annotations
 
@@ -39,8 +38,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from robustness.disguises import DISGUISES, apply  # noqa: E402
 from robustness.non_latin import NON_LATIN_HAM  # noqa: E402
 
-from spamguard.datasets import HAM, SPAM, Example  # noqa: E402
-from spamguard.message_text import message_text  # noqa: E402
+from spamguard.datasets import HAM, LABELS, SPAM, Example  # noqa: E402
+from spamguard.message_text import MAIL, SMS, message_kind, message_text  # noqa: E402
 from spamguard.paths import datasets_dir  # noqa: E402
 
 from accuracy.classical import Bogofilter, sklearn_methods  # noqa: E402
@@ -63,33 +62,31 @@ class Results:
     fpr: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (method, kind, disguise) -> FPR
 
 
-def _split_kind(examples: list[Example], seed: int) -> tuple[list[Example], list[Example], list[Example]]:
-    from spamguard.training.data import deduplicate, split
-
-    parts = split(deduplicate(examples), seed, stratify=True)
-    return parts.train, parts.validation, parts.test
-
-
 def load_parts(data: Path, seed: int, limit: int | None) -> dict[str, tuple[list[Example], ...]]:
-    """Per kind, train/validation/test `Example`s whose `text` is the raw message key and `source` its origin."""
+    """Per kind, train/validation/test `Example`s whose `text` is the raw message (an SMS) or its file (a mail)."""
+    from spamguard.training.data import deduplicate
+    from spamguard.training.imbalance import stratified_splits
+
     rng = random.Random(seed)
-    sms_lines = (data / "sms_spam_collection" / "SMSSpamCollection").read_text(encoding="utf-8").splitlines()
-    sms = [Example(t, SPAM if lab == "spam" else HAM, "sms") for lab, _, t in (x.partition("\t") for x in sms_lines)]
+    lines = (data / "sms_spam_collection" / "SMSSpamCollection").read_text(encoding="utf-8").splitlines()
+    sms = [Example(t, LABELS[label], "sms", SMS) for label, _, t in (line.partition("\t") for line in lines)]
     mail = [
-        Example(str(p), SPAM if p.parent.name == "spam" else HAM, str(p))
+        Example(str(p), SPAM if p.parent.name == "spam" else HAM, str(p), MAIL)
         for p in sorted((data / "spamassassin_2003_part1").glob("*/*"))
     ]
     if limit:
         sms, mail = rng.sample(sms, min(limit, len(sms))), rng.sample(mail, min(limit, len(mail)))
-    return {"sms": _split_kind(sms, seed), "mail": _split_kind(mail, seed)}
+    splits = stratified_splits(deduplicate(sms + mail), seed)
+    parts = (splits.train, splits.validation, splits.test)
+    return {kind: tuple([e for e in part if e.kind == kind] for part in parts) for kind in (SMS, MAIL)}
 
 
 def raw_of(example: Example) -> str | bytes:
-    return Path(example.text).read_bytes() if example.source != "sms" else example.text
+    return Path(example.text).read_bytes() if example.kind == MAIL else example.text
 
 
 def texts(examples: list[Example], normalize: bool) -> list[Example]:
-    return [Example(message_text(raw_of(e), normalize=normalize), e.label, e.source) for e in examples]
+    return [Example(message_text(raw_of(e), normalize=normalize), e.label, e.source, e.kind) for e in examples]
 
 
 def train_spamguard(train: list[Example], validation: list[Example], args: argparse.Namespace, work: Path) -> object:
@@ -113,7 +110,7 @@ def train_spamguard(train: list[Example], validation: list[Example], args: argpa
         threads=args.threads,
         recipe=replace(TrainSettings(), trainable="all", epochs=args.epochs, lr=3e-4, seed=args.seed),
     )
-    report = run(job, splits=Splits(train, validation, validation), data_source="robustness benchmark", log=print)
+    report = run(job, Splits(train, validation, validation), data_source="robustness benchmark", log=print)
     return Classifier.load(report.bundle)
 
 
@@ -133,7 +130,7 @@ def score_baseline(method: object, messages: list[str | bytes], labels: list[int
             path = scratch / f"{i}.eml"
             path.write_bytes(m)
             source = str(path)
-        examples.append(Example(message_text(m, normalize=False), label, source))
+        examples.append(Example(message_text(m, normalize=False), label, source, message_kind(m)))
     return np.asarray(method.score(examples), dtype=np.float64)  # type: ignore[attr-defined]
 
 
@@ -172,7 +169,9 @@ def main() -> int:
         baselines: list[object] = []
         if not args.no_baselines:
             baselines = [*sklearn_methods(args.split_seed)] + ([Bogofilter()] if Bogofilter.available() else [])
-            v1_train = [Example(e.text, e.label, e.source if e.source != "sms" else "") for e in texts(train, False)]
+            v1_train = [
+                Example(e.text, e.label, e.source if e.kind == MAIL else "", e.kind) for e in texts(train, False)
+            ]
             for method in baselines:
                 print(f"training {method.name}", flush=True)  # type: ignore[attr-defined]
                 method.fit(v1_train, [])  # type: ignore[attr-defined]
@@ -187,7 +186,8 @@ def main() -> int:
                 scores: dict[str, tuple[np.ndarray, float]] = {}
                 for label, (model, normalize) in methods.items():
                     model_texts = [message_text(m, normalize=normalize) for m in batch]
-                    scores[label] = (np.asarray(model.score_texts(model_texts)), model.bundle.threshold)  # type: ignore[attr-defined]
+                    threshold = model.bundle.threshold_for(kind)  # type: ignore[attr-defined]
+                    scores[label] = (np.asarray(model.score_texts(model_texts)), threshold)  # type: ignore[attr-defined]
                 for method in baselines:
                     scratch = work / "scores" / f"{kind}-{name}-{method.name}"  # type: ignore[attr-defined]
                     scratch.mkdir(parents=True)
@@ -205,7 +205,8 @@ def main() -> int:
                                                     for k in scores), flush=True)  # fmt: skip
         for label, (model, normalize) in methods.items():
             values = np.asarray(model.score_texts([message_text(t, normalize=normalize) for t in NON_LATIN_HAM]))  # type: ignore[attr-defined]
-            results.fpr[(label, "non-Latin SMS", PLAIN)] = float((values >= model.bundle.threshold).mean())  # type: ignore[attr-defined]
+            threshold = model.bundle.threshold_for(SMS)  # type: ignore[attr-defined]
+            results.fpr[(label, "non-Latin SMS", PLAIN)] = float((values >= threshold).mean())
         for method in baselines:
             values = score_baseline(method, list(NON_LATIN_HAM), [HAM] * len(NON_LATIN_HAM), work)
             results.fpr[(method.name, "non-Latin SMS", PLAIN)] = float((values >= method.default_threshold).mean())  # type: ignore[attr-defined]

@@ -6,7 +6,8 @@ split, three ways in one run, each validating on the whole validation split afte
                stands in for the full run, whose examples all pay for that longest one)
   (b) dynamic  each batch padded to its own longest member, prefix still recomputed every epoch
   (c) cache    dynamic padding + the prefix computed once (train and validation) and only the tail trained
-  (d) cache+bf16, with --bf16 or where the CPU has native bf16: the prefix pass under bf16 autocast
+  (d) cache+bf16 as (c), the prefix pass under bf16 autocast (always run: the table shows both precisions, with
+               the CPU's model and flags and what `train --prefix-precision auto` chooses on it, marked *)
 
 All variants start from the same initial weights and see the same batches in the same order, so their
 validation and test accuracies should agree; the times are wall-clock seconds including validation and, for
@@ -21,7 +22,6 @@ variant's trained tail is evaluated on them.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +33,8 @@ from spamguard.datasets import read_sms_tsv
 from spamguard.tokenizer import encode, load_encoding
 from spamguard.training.data import balance, deduplicate, split
 from spamguard.training.gpt2 import CONFIGS, GPT2Classifier
-from spamguard.training.prefix_cache import bf16_supported, build_cache
+from spamguard.training.prefix_cache import build_cache
+from spamguard.training.prefix_precision import choose_precision, read_cpu_info
 from spamguard.training.recipe import CachedData, TokenData, TrainSettings, evaluate, parse_trainable, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -114,7 +115,6 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="all training and validation examples")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--bf16", action="store_true", help="add (d) even where bf16 is not native (emulated)")
     parser.add_argument("--only", nargs="+", choices=["book", "dynamic", "cache", "cache+bf16"])
     parser.add_argument(
         "--threads",
@@ -127,12 +127,15 @@ def main() -> None:
 
     data, pad_to = load_split(args.seed, *((None, None) if args.full else (args.train_subset, args.val_subset)))
     settings = TrainSettings(trainable="last-block", epochs=args.epochs, seed=args.seed)
-    variants = ["book", "dynamic", "cache"] + (["cache+bf16"] if args.bf16 or bf16_supported() else [])
-    variants = [v for v in variants if args.only is None or v in args.only]
+    variants = [v for v in ("book", "dynamic", "cache", "cache+bf16") if args.only is None or v in args.only]
     lengths = [len(t) for t in data["train"][0]]
+    cpu = read_cpu_info()
+    auto = choose_precision("auto", CONFIGS["gpt2"].n_embd, cpu=cpu)  # after set_num_threads: probes as train would
+    chosen = "cache+bf16" if auto.precision == "bf16" else "cache"
     print(
-        f"{datetime.now():%Y-%m-%d %H:%M} · {platform.processor() or platform.machine()} · torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads · native bf16: {bf16_supported()}\n"
+        f"{datetime.now():%Y-%m-%d %H:%M} · {cpu.describe()} · torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads\n"
+        f"* = what train --prefix-precision auto takes on this CPU: {auto.precision} ({auto.reason})\n"
         f"GPT-2-124M shape, random weights (seed {args.seed}), last block + ln_f + head trainable, "
         f"{args.epochs} epochs, batch {settings.batch_size}\n"
         f"train {len(lengths)} examples (tokens mean {np.mean(lengths):.1f}, max {max(lengths)}; book pads to "
@@ -155,8 +158,9 @@ def main() -> None:
     for r in results:
         ratio = f"{book['seconds'] / r['seconds']:.1f}x" if book else "-"
         cpu_ratio = f"{book['cpu_seconds'] / r['cpu_seconds']:.1f}x" if book else "-"
+        name = r["name"] + ("*" if r["name"] == chosen else "")
         print(
-            f"{r['name']:<12}{r['seconds']:>9.1f}{r['cache_seconds']:>16.1f}{np.median(r['epoch_seconds']):>18.1f}"
+            f"{name:<12}{r['seconds']:>9.1f}{r['cache_seconds']:>16.1f}{np.median(r['epoch_seconds']):>18.1f}"
             f"{ratio:>9}{r['cpu_seconds']:>8.0f}{cpu_ratio:>9}{r['best_val_accuracy']:>14.2%}"
             f"{r['test_accuracy']:>10.2%}"
         )

@@ -1,6 +1,6 @@
 """`make bench-accuracy`: every method on every protocol, one Markdown table and one ROC figure.
 
-    python benchmarks/run_accuracy.py [--protocols P1,P2,P3] [--seeds 1,2,3] [--base GPT2_FOLDER] [--out DIR]
+    python benchmarks/run_accuracy.py [--protocols P1,P2,P3,P4] [--seeds 1,2,3] [--base GPT2_FOLDER] [--out DIR]
 
 spamguard is trained once per seed (model initialisation and data order) on each protocol's fixed split; the
 classical methods are deterministic given the split and run once. `--base` adds the pretrained recipe (a folder
@@ -28,7 +28,7 @@ SHARED = ROOT.parent / "shared" / "data"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--protocols", default="P1,P2,P3")
+    parser.add_argument("--protocols", default="P1,P2,P3,P4")
     parser.add_argument("--split-seed", type=int, default=123, help="seed of every split (fixed across methods)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "accuracy")
     parser.add_argument("--sms", type=Path, default=SHARED / "sms_spam_collection" / "SMSSpamCollection")
@@ -55,13 +55,15 @@ def main() -> int:
             notes.append("bogofilter is not installed (apt-get install bogofilter): its rows are missing.")
         for method in methods:
             start = time.perf_counter()
-            result = evaluate(method, splits, protocol, getattr(method, "seed", args.split_seed))
-            results.append(result)
-            print(
-                f"  {result.method:24s} acc {result.default['accuracy']:.4f}  f1 {result.default['f1']:.4f}  "
-                f"fpr {result.default['fpr']:.4f}  ({time.perf_counter() - start:.1f} s)",
-                flush=True,
-            )
+            found = evaluate(method, splits, protocol, getattr(method, "seed", args.split_seed))
+            results += found
+            for result in found:
+                print(
+                    f"  {result.protocol:7s} {result.method:24s} acc {result.default['accuracy']:.4f}  "
+                    f"f1 {result.default['f1']:.4f}  fpr {result.default['fpr']:.4f}  "
+                    f"({time.perf_counter() - start:.1f} s)",
+                    flush=True,
+                )
             if hasattr(method, "close"):
                 method.close()
 

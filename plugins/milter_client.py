@@ -36,7 +36,7 @@ def split_message(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
         headers.append((name, value.removesuffix(b"\n").removesuffix(b"\r")))
     end = fields[-1][2] if fields else 0
     body = raw[end:]
-    for separator in (b"\r\n", b"\n"):
+    for separator in (b"\r\n", b"\n", b"\r"):
         if body.startswith(separator):
             return headers, body[len(separator) :]
     return headers, body

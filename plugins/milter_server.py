@@ -22,12 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from spamguard.errors import SpamguardError
+from spamguard.errors import SpamguardError, one_line
 from spamguard.plugins import milter_protocol as p
 from spamguard.plugins.headers import VerdictLike
 from spamguard.plugins.milter_address import ListenAddress
 from spamguard.plugins.milter_session import CLOSE, MilterPolicy, MilterSession, Outcome, ScoreRequest
-from spamguard.plugins.pipe import describe_error
 
 log = logging.getLogger("spamguard.milter")
 
@@ -199,7 +198,7 @@ class MilterServer:
         except TimeoutError:
             error = f"scoring timed out after {self.timeout:g} s"
         except Exception as exc:
-            error = describe_error(exc)
+            error = one_line(exc)
         ms = (time.perf_counter() - start) * 1000
         extra = " truncated=yes" if request.truncated else ""
         if error:

@@ -10,7 +10,12 @@ header, so "unchanged" means byte-for-byte. With `fail_closed` the filter writes
 "Whatever goes wrong" includes what Python cannot catch: a native library that calls exit() or crashes, the
 kernel's OOM killer, a call stuck in C. So the scoring runs in a forked child; the parent only holds the message
 bytes, waits for the child's answer with a deadline, and writes either the filtered or the original message.
-The child is the big process, so it is the one the OOM killer picks, and a timeout simply kills it."""
+The child is the big process, so it is the one the OOM killer picks, and a timeout simply kills it; the kernel
+kills it too when the parent dies (an MTA that gives up on a filter kills the filter, not its children).
+
+It includes our own header code: before writing, `check_rewrite` checks that the output is the input minus the
+forged copies of our headers plus ours, and the original goes out otherwise. The message is held once: read
+into one growing buffer, written as views of it around our header lines (`Rewrite.pieces`)."""
 
 from __future__ import annotations
 
@@ -19,15 +24,20 @@ import os
 import select
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
+from spamguard.errors import one_line
 from spamguard.plugins import spamguard_version
-from spamguard.plugins.headers import OUR_HEADERS, Field, add_headers, verdict_fields
+from spamguard.plugins.headers import OUR_HEADERS, Buffer, Field, check_rewrite, plan_headers, verdict_fields
 
 EX_OK = 0
 EX_TEMPFAIL = 75  # sysexits.h: procmail, maildrop and Postfix's pipe(8) all read it as "try again later"
 DEFAULT_MAX_SIZE = 500 * 1024  # spamc's default: larger messages are scored on their first part only
 DEFAULT_TIMEOUT = 30.0  # seconds for loading the model and scoring; a slower scorer is treated as broken
+_READ_CHUNK = 1 << 20
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -46,15 +56,30 @@ class PipeSettings:
 @dataclass(frozen=True)
 class PipeResult:
     exit_code: int
-    output: bytes | None  # what to write on stdout; None when failing closed
+    output: Sequence[Buffer] | None  # what to write on stdout, piece after piece; None when failing closed
     error: str | None = None  # one line for stderr, when something went wrong
+
+
+def read_message(stream: BinaryIO) -> bytearray:
+    """All of `stream` in one buffer. `read()` on a pipe collects chunks and joins them, holding the message
+    twice at the end; a bytearray grows in place (glibc moves a big block with mremap, not a copy)."""
+    data = bytearray()
+    scratch = bytearray(_READ_CHUNK)
+    view = memoryview(scratch)
+    while count := stream.readinto(scratch):
+        data += view[:count]
+    return data
 
 
 def fields_from_model(message: bytes, settings: PipeSettings) -> list[Field]:
     from spamguard import Classifier  # here, so a missing or broken runtime is a failure like any other
+    from spamguard.message_text import message_kind
 
     classifier = Classifier.load(settings.model, precision=settings.precision, threads=settings.threads)
-    return verdict_fields(classifier.classify(message, threshold=settings.threshold), spamguard_version())
+    verdict = classifier.classify(message, threshold=settings.threshold)
+    # getattr until `Verdict.kind` lands (the bundle branch adds it): then verdict_fields reads it itself.
+    kind = getattr(verdict, "kind", None) or message_kind(message)
+    return verdict_fields(verdict, spamguard_version(), kind=kind)
 
 
 def fields_from_milter(message: bytes, settings: PipeSettings) -> list[Field]:
@@ -88,32 +113,56 @@ def score_fields(message: bytes, settings: PipeSettings) -> list[Field]:
     return fields_from_milter(message, settings) if settings.connect else fields_from_model(message, settings)
 
 
-def describe_error(exc: BaseException) -> str:
-    """Our own errors are already one line for people; anything else gets its type, so a log reader can tell a
-    MemoryError from a bug."""
-    from spamguard.errors import SpamguardError
-
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    if isinstance(exc, SpamguardError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def failure(raw: bytes, reason: str, settings: PipeSettings) -> PipeResult:
+def failure(raw: Buffer, reason: str, settings: PipeSettings) -> PipeResult:
     if settings.fail_closed:
         return PipeResult(EX_TEMPFAIL, None, f"{reason}; exit {EX_TEMPFAIL} (tempfail) so the MTA retries")
-    return PipeResult(EX_OK, raw, f"{reason}; message passed through unchanged")
+    return PipeResult(EX_OK, (raw,), f"{reason}; message passed through unchanged")
+
+
+def format_size(size: int) -> str:
+    """Bytes in the binary units `--max-memory` and `--max-size` take."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor:
+            return f"{size / factor:g} {unit}"
+    return f"{size} bytes"
+
+
+def _describe_failure(exc: BaseException, settings: PipeSettings) -> str:
+    """One line for the log. Under `--max-memory`, running out of address space while loading surfaces as an
+    ImportError of a native library (or a MemoryError): say so with the limit, and only the exception's type (a
+    failed import's own text is numpy's page of advice)."""
+    if settings.max_memory and isinstance(exc, (ImportError, MemoryError)):
+        return (
+            f"--max-memory {format_size(settings.max_memory)} is too low to load the runtime and the model "
+            f"or to score ({type(exc).__name__}); raise the limit"
+        )
+    return one_line(exc)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this child when the pipe process dies (Linux's PR_SET_PDEATHSIG), so a filter the
+    MTA killed leaves no scorer behind holding memory; if the parent died before the request, exit now."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the deadline still bounds the child, which exits after its one answer
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 class ScoringFailed(Exception):
     """The scoring child gave no verdict; the text says why, for the log line."""
 
 
-def _child(message: bytes, settings: PipeSettings, answer: int) -> None:
+def _child(message: bytes, settings: PipeSettings, answer: int, parent: int) -> None:
     """Runs in the forked child and never returns. Its stdout is the parent's stdout, the message stream: point
     it at stderr, so nothing a library prints can end up inside the mail."""
     os.dup2(2, 1)
     try:
+        _die_with_parent(parent)
         if settings.max_memory:
             import resource
 
@@ -121,7 +170,7 @@ def _child(message: bytes, settings: PipeSettings, answer: int) -> None:
         reply = b"ok\n" + json.dumps(score_fields(message, settings)).encode()
     except BaseException as exc:  # MemoryError, KeyboardInterrupt, anything: the parent decides
         try:
-            reply = b"error\n" + describe_error(exc).encode("utf-8", "replace")
+            reply = b"error\n" + _describe_failure(exc, settings).encode("utf-8", "replace")
         except BaseException:
             reply = b"error\n" + type(exc).__name__.encode()
     try:
@@ -132,20 +181,25 @@ def _child(message: bytes, settings: PipeSettings, answer: int) -> None:
         os._exit(0)
 
 
-def _died(status: int) -> str:
+def _died(status: int, settings: PipeSettings) -> str:
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
-        return f"the scorer was killed by signal {number} ({signal.Signals(number).name})"
-    return f"the scorer exited with status {os.waitstatus_to_exitcode(status)} without a verdict"
+        reason = f"the scorer was killed by signal {number} ({signal.Signals(number).name})"
+    else:
+        reason = f"the scorer exited with status {os.waitstatus_to_exitcode(status)} without a verdict"
+    if settings.max_memory:  # native libraries that cannot allocate tend to exit or abort, not raise
+        reason += f" (--max-memory {format_size(settings.max_memory)} may be too low)"
+    return reason
 
 
 def score_in_child(message: bytes, settings: PipeSettings) -> list[Field]:
     """`score_fields` in a forked child, within `settings.timeout` seconds; ScoringFailed on anything else."""
     read_end, write_end = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        _child(message, settings, write_end)
+        _child(message, settings, write_end, parent)
     os.close(write_end)
     chunks: list[bytes] = []
     deadline = time.monotonic() + settings.timeout
@@ -168,15 +222,25 @@ def score_in_child(message: bytes, settings: PipeSettings) -> list[Field]:
         return [(str(name), str(value)) for name, value in json.loads(body)]
     if kind == b"error":
         raise ScoringFailed(body.decode("utf-8", "replace"))
-    raise ScoringFailed(_died(status))
+    raise ScoringFailed(_died(status, settings))
 
 
-def run_filter(raw: bytes, settings: PipeSettings) -> PipeResult:
-    """The whole filter: the message with our headers, or the failure policy's answer."""
+def run_filter(raw: Buffer, settings: PipeSettings) -> PipeResult:
+    """The whole filter: the message with our headers, or the failure policy's answer. Never raises (but for
+    BaseExceptions such as KeyboardInterrupt): a bug is a failure like any other."""
     try:
-        fields = score_in_child(raw[: settings.max_size], settings)
+        fields = score_in_child(bytes(raw[: settings.max_size]), settings)
     except ScoringFailed as exc:
         return failure(raw, str(exc), settings)
     except OSError as exc:  # no fork, no pipe: the machine is out of processes or descriptors
         return failure(raw, f"cannot start the scorer: {exc.strerror or exc}", settings)
-    return PipeResult(EX_OK, add_headers(raw, fields))
+    except Exception as exc:
+        return failure(raw, f"internal error: {one_line(exc)}", settings)
+    try:
+        rewrite = plan_headers(raw, fields)
+        problem = check_rewrite(raw, rewrite)
+    except Exception as exc:
+        problem = f"internal error: {one_line(exc)}"
+    if problem is not None:
+        return failure(raw, f"cannot add the headers without changing the message ({problem})", settings)
+    return PipeResult(EX_OK, rewrite.pieces(raw))

@@ -7,14 +7,21 @@ clf = Classifier.load("mymodel", threads=2)  # explicit: a name, a bundle path, 
 clf.classify_batch(messages)                 # -> [Verdict(label, score, threshold, model), ...]
 ```
 `import spamguard` stays cheap (numpy and onnxruntime load on first use), so a CLI or a plugin that only
-needs the errors or the registry does not pay for the inference engine."""
+needs the errors or the registry does not pay for the inference engine.
+
+`is_spam` and `score` raise only `spamguard.errors.SpamguardError`s: a caller that catches those never mistakes
+a crash for a verdict, and anything unforeseen arrives as a `ScoringError` naming the original type."""
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import Message
 from typing import TYPE_CHECKING, Any
+
+from spamguard.errors import ScoringError, SpamguardError, one_line
 
 if TYPE_CHECKING:
     from spamguard.classifier import Classifier, Verdict
@@ -53,9 +60,20 @@ def _classifier(model: str | os.PathLike | None, precision: str = "auto") -> Cla
         return clf
 
 
+@contextmanager
+def _only_our_errors() -> Iterator[None]:
+    try:
+        yield
+    except SpamguardError:
+        raise
+    except Exception as exc:
+        raise ScoringError(f"cannot score the message: {one_line(exc)}") from exc
+
+
 def score(message: str | bytes | Message, *, model: str | os.PathLike | None = None) -> float:
     """P(spam) of one message (raw mail bytes or text, a parsed Message, or SMS text)."""
-    return _classifier(model).score(message)
+    with _only_our_errors():
+        return _classifier(model).score(message)
 
 
 def is_spam(
@@ -63,4 +81,5 @@ def is_spam(
 ) -> bool:
     """True when the message scores at or above the threshold (the bundle's unless given) and outside the
     bundle's unsure band, if it has one."""
-    return _classifier(model).classify(message, threshold=threshold).is_spam
+    with _only_our_errors():
+        return _classifier(model).classify(message, threshold=threshold).is_spam

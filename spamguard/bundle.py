@@ -65,6 +65,20 @@ class Bundle:
         band = self.manifest.get("unsure")
         return (float(band[0]), float(band[1])) if band else None
 
+    def threshold_for(self, kind: str) -> float:
+        """The threshold of a message of `kind` (`mail`/`sms`): the manifest's `thresholds[kind]`, else the one
+        `threshold` (a one-threshold bundle, or a kind the model has no threshold for)."""
+        entry = (self.manifest.get("thresholds") or {}).get(kind)
+        return float(entry["threshold"]) if entry else self.threshold
+
+    def unsure_for(self, kind: str) -> tuple[float, float] | None:
+        """The unsure band of a message of `kind`, with the same fallback as `threshold_for`."""
+        entry = (self.manifest.get("thresholds") or {}).get(kind)
+        if not entry:
+            return self.unsure
+        band = entry.get("unsure")
+        return (float(band[0]), float(band[1])) if band else None
+
     @property
     def max_tokens(self) -> int:
         return int(self.manifest["max_tokens"])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import TYPE_CHECKING
 
-from spamguard.message_text import looks_like_mail, message_text
+from spamguard.message_text import mail_subject, message_text
 
 if TYPE_CHECKING:
     import tiktoken
@@ -31,7 +31,6 @@ TextFunction = Callable[[str | bytes | Message], str]
 MAX_LINE_CHARS = 200  # a longer line (an HTML paragraph, a wrapped-off body) is split into sentences
 MAX_PARTS = 64  # bounds the cost: more parts are merged into runs of neighbouring parts
 _SENTENCE = re.compile(r"[^.!?]*(?:[.!?]+|$)\s*")
-_HEAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -193,24 +192,7 @@ def explain_text(
 
 def has_subject_line(message: str | bytes | Message) -> bool:
     """Whether message_text put a subject first: the message is a mail and its decoded Subject is not blank."""
-    import email
-    import email.header
-
-    if isinstance(message, Message):
-        subject = message.get("subject")
-    else:
-        raw = message.encode("utf-8", "surrogatepass") if isinstance(message, str) else bytes(message)
-        if not looks_like_mail(raw):
-            return False
-        head = raw[:_HEAD_BYTES].split(b"\n\n", 1)[0]
-        subject = email.message_from_bytes(head).get("subject")
-    if subject is None:
-        return False
-    try:
-        chunks = email.header.decode_header(str(subject))
-    except (ValueError, LookupError, email.errors.HeaderParseError):
-        return bool(str(subject).strip())  # undecodable, but message_text still shows something
-    return any((c if isinstance(c, str) else c.decode("latin-1")).strip() for c, _ in chunks)
+    return bool(mail_subject(message))
 
 
 def explain_message(

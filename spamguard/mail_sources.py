@@ -29,13 +29,16 @@ from typing import Any
 from spamguard.corpus import CorpusEntry, corpus_dir, entries
 from spamguard.datasets import HAM, LABEL_NAMES, LABELS, SPAM, Example, read_sms_tsv
 from spamguard.errors import DataError
-from spamguard.message_text import message_text
+from spamguard.message_text import KINDS, MAIL, SMS, message_kind, message_text
 
 TextFunction = Callable[[str | bytes], str]
 
 # A bigger file is read only this far: message_text decodes a bounded head anyway, and one 2 GB attachment in
 # a folder must not exhaust memory.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# A file that is not a mail is taken as one SMS (where asked: `sms_files`) only when it is UTF-8 text this short:
+# an SMS is at most a few concatenated 160-character parts, and a long text file in a mail folder is a README.
+MAX_SMS_FILE_BYTES = 16 * 1024
 MAILDIR_SUBDIRS = ("cur", "new")  # tmp/ holds messages still being delivered
 # The header block of anything called a mail message names at least one of these.
 _MAIL_HEADERS = frozenset(
@@ -45,14 +48,15 @@ _MAIL_HEADERS = frozenset(
 _HEADER_LINE = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")  # RFC 5322 field name, colon
 _MBOXRD_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
 _HEAD_BYTES = 64 * 1024  # enough to see a header block
+NOT_A_MAIL = "not a mail message"  # the start of the skip reasons of text without a mail's header block
 
 
 @dataclass(frozen=True)
 class RawMessage:
-    """One message's bytes as found on disk, or the reason it cannot be used."""
+    """One message's bytes as found on disk, or the reason it cannot be used as a mail."""
 
     source: str  # path, with `#N` for the N-th message of an mbox, `:N` for the N-th line of an SMS file
-    data: bytes | str | None  # raw mail bytes, or an SMS text
+    data: bytes | str | None  # raw mail bytes, or an SMS text (a file that is no mail may keep its bytes too)
     skip_reason: str | None = None
 
 
@@ -69,6 +73,7 @@ class SourceReport:
     conflicts: int = 0  # same text as an earlier message with the other label (the earlier label wins)
     skipped: Counter[str] = field(default_factory=Counter)
     skipped_example: dict[str, str] = field(default_factory=dict)  # reason -> first source skipped for it
+    kinds: Counter[str] = field(default_factory=Counter)  # used messages by `message_kind`: mail, sms
 
     def skip(self, source: str, reason: str) -> None:
         self.skipped[reason] += 1
@@ -79,6 +84,9 @@ class SourceReport:
             f"{LABEL_NAMES[self.label]} {self.path} ({self.kind}): read {self.read}, used {self.used}, "
             f"duplicates {self.duplicates}, conflicts {self.conflicts}, skipped {sum(self.skipped.values())}"
         )
+        expected = SMS if self.kind == "sms" else MAIL
+        if self.kinds and set(self.kinds) != {expected}:  # SMS files in a mail folder, a mail line in an SMS file
+            text += ", kinds: " + ", ".join(f"{kind} {self.kinds[kind]}" for kind in KINDS)
         if self.skipped:
             reasons = ", ".join(
                 f"{reason}: {count}, e.g. {self.skipped_example[reason]}"
@@ -98,6 +106,7 @@ class SourceReport:
             "duplicates": self.duplicates,
             "conflicts": self.conflicts,
             "skipped": dict(self.skipped),
+            "kinds": {kind: self.kinds[kind] for kind in KINDS},
         }
 
 
@@ -145,21 +154,32 @@ def not_a_message(head: bytes) -> str | None:
         elif not names or not line[:1].isspace():  # neither a field nor a folded continuation
             break
     if not names:
-        return "not a mail message (no header block)"
+        return f"{NOT_A_MAIL} (no header block)"
     if not _MAIL_HEADERS.intersection(names):
-        return "not a mail message (no From, Subject, Date or Received header)"
+        return f"{NOT_A_MAIL} (no From, Subject, Date or Received header)"
     return None
 
 
+def sms_text(data: bytes) -> bool:
+    """Whether a file that is no mail reads as one SMS: short UTF-8 text without NUL bytes."""
+    if not data.strip() or len(data) > MAX_SMS_FILE_BYTES or b"\0" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _read_file(path: Path, max_bytes: int) -> RawMessage:
+    """The file's bytes, with the reason when they are no mail (kept: `sms_files` may still read them as an SMS)."""
     source = str(path)
     try:
         with open(path, "rb") as f:
             data = f.read(max_bytes)
     except OSError as exc:
         return RawMessage(source, None, f"unreadable ({exc.strerror or exc})")
-    reason = not_a_message(data[:_HEAD_BYTES])
-    return RawMessage(source, None, reason) if reason else RawMessage(source, data)
+    return RawMessage(source, data, not_a_message(data[:_HEAD_BYTES]))
 
 
 def _regular_files(directory: Path) -> Iterator[Path | RawMessage]:
@@ -280,36 +300,67 @@ def _progress(messages: Iterator[RawMessage], desc: str, enabled: bool) -> Itera
     return tqdm(messages, desc=desc, unit="msg", leave=False)
 
 
+def _sms_candidate(raw: RawMessage) -> bool:
+    """A file that is no mail but reads as one SMS (`sms_text`)."""
+    return (
+        raw.skip_reason is not None
+        and raw.skip_reason.startswith(NOT_A_MAIL)
+        and isinstance(raw.data, bytes)
+        and sms_text(raw.data)
+    )
+
+
 def _collect(
     messages: Iterator[RawMessage],
     report: SourceReport,
     text_of: TextFunction,
     seen: SeenTexts,
     progress: bool,
+    sms_files: bool = False,
 ) -> list[Example]:
+    """The usable messages of one source as examples. With `sms_files`, text files that are no mail are read as
+    SMS when the source holds no mail at all (a folder of SMS files); beside mail they stay skipped, since
+    there they are READMEs and scripts (the SpamAssassin corpus's `cmds`)."""
     examples = []
+    texts: list[RawMessage] = []  # SMS candidates, decided once the whole source was seen
+    holds_mail = False
     name = Path(report.path).name
     for raw in _progress(messages, f"reading {name}", progress):
         report.read += 1
-        if raw.skip_reason is not None:
+        if sms_files and _sms_candidate(raw):
+            texts.append(raw)
+        elif raw.skip_reason is not None:
             report.skip(raw.source, raw.skip_reason)
-            continue
-        text, reason = _extract(raw, text_of)
-        if text is None:
-            report.skip(raw.source, reason or "")
-            continue
-        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-        earlier = seen.labels.get(key)
-        if earlier is not None:
-            if earlier == report.label:
-                report.duplicates += 1
-            else:
-                report.conflicts += 1
-            continue
-        seen.labels[key] = report.label
-        report.used += 1
-        examples.append(Example(text, report.label, raw.source))
+        else:
+            holds_mail = True
+            examples += _use(raw, report, text_of, seen)
+    for raw in texts:
+        if holds_mail:
+            report.skip(raw.source, raw.skip_reason or "")
+        else:
+            examples += _use(RawMessage(raw.source, raw.data), report, text_of, seen)
     return examples
+
+
+def _use(raw: RawMessage, report: SourceReport, text_of: TextFunction, seen: SeenTexts) -> list[Example]:
+    """`raw` as an example, or nothing (counted in `report`) when it has no text or repeats an earlier one."""
+    text, reason = _extract(raw, text_of)
+    if text is None:
+        report.skip(raw.source, reason or "")
+        return []
+    key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    earlier = seen.labels.get(key)
+    if earlier is not None:
+        if earlier == report.label:
+            report.duplicates += 1
+        else:
+            report.conflicts += 1
+        return []
+    seen.labels[key] = report.label
+    report.used += 1
+    kind = message_kind(raw.data if raw.data is not None else b"")
+    report.kinds[kind] += 1
+    return [Example(text, report.label, raw.source, kind)]
 
 
 def read_mail_source(
@@ -320,14 +371,16 @@ def read_mail_source(
     seen: SeenTexts | None = None,
     progress: bool = False,
     max_bytes: int = MAX_MESSAGE_BYTES,
+    sms_files: bool = False,
 ) -> tuple[list[Example], SourceReport]:
     """Examples of one source, all with `label`, and its report. Pass the same `seen` to several calls to
-    deduplicate across sources (what `read_labelled` does)."""
+    deduplicate across sources (what `read_labelled` does). `sms_files`: in a source without mail, a file that
+    is short UTF-8 text (`sms_text`) is read as one SMS instead of skipped (`spamguard eval` on SMS files)."""
     if label not in (HAM, SPAM):
         raise ValueError(f"label must be HAM or SPAM, got {label!r}")
     kind, messages = iter_raw_messages(path, max_bytes)
     report = SourceReport(str(path), kind, label)
-    examples = _collect(messages, report, text_of, seen or SeenTexts(), progress)
+    examples = _collect(messages, report, text_of, seen or SeenTexts(), progress, sms_files)
     return examples, report
 
 
@@ -391,6 +444,15 @@ def _folder_pair(path: Path) -> list[tuple[Path, int]]:
     return pair
 
 
+def check_paths(*, data: Path | None = None, sources: Sequence[Path] = ()) -> None:
+    """What `read_labelled` checks first, alone: `data` and every mail source exist. Cheap, for a caller that
+    must fail before slow work (downloads, training) rather than after it."""
+    if data is not None and not Path(data).exists():
+        raise DataError(f"no data at {data}: give an SMS TSV file or a folder with ham/ and spam/")
+    for path in sources:
+        detect_kind(Path(path))
+
+
 def read_labelled(
     *,
     data: Path | None = None,
@@ -401,10 +463,12 @@ def read_labelled(
     text_of: TextFunction = message_text,
     progress: bool = False,
     max_bytes: int = MAX_MESSAGE_BYTES,
+    sms_files: bool = False,
 ) -> tuple[list[Example], list[SourceReport]]:
     """Every labelled source of `spamguard train` and `eval`, deduplicated across all of them by text, with one
     report per source and label. `data` is an SMS TSV file or a folder holding `ham/` and `spam/`; `ham` and
     `spam` are Maildirs, mbox files, folders or single messages; `sources` are further `(path, label)` pairs.
+    `sms_files` as in `read_mail_source`. Every example carries its kind (`message_kind` of the raw message).
 
     Order decides conflicts (the same text under both labels: the first one read wins): the feedback corpus
     first, so the user's corrections beat a mis-sorted folder, then `data`, then the ham sources, then the
@@ -415,19 +479,18 @@ def read_labelled(
     if corpus:
         examples, reports = read_corpus(text_of=text_of, seen=seen, max_bytes=max_bytes)
     pairs = [*((Path(p), HAM) for p in ham), *((Path(p), SPAM) for p in spam), *sources]
+    check_paths(data=data)
     if data is not None:
         data = Path(data)
         if data.is_dir():
             pairs = _folder_pair(data) + pairs
-        elif not data.exists():
-            raise DataError(f"no data at {data}: give an SMS TSV file or a folder with ham/ and spam/")
         else:
             found, sms_reports = read_sms_source(data, text_of=text_of, seen=seen)
             examples.extend(found)
             reports.extend(sms_reports)
     for path, label in pairs:
         found, report = read_mail_source(
-            path, label, text_of=text_of, seen=seen, progress=progress, max_bytes=max_bytes
+            path, label, text_of=text_of, seen=seen, progress=progress, max_bytes=max_bytes, sms_files=sms_files
         )
         examples.extend(found)
         reports.append(report)

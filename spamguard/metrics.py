@@ -4,7 +4,7 @@ called spam, the error that loses real mail."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -15,6 +15,24 @@ def _arrays(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.nda
     if y.shape != s.shape or y.ndim != 1:
         raise ValueError(f"labels and scores must be 1-d and of equal length, got {y.shape} and {s.shape}")
     return y, s
+
+
+def _from_counts(tp: int, fp: int, tn: int, fn: int) -> dict[str, float | int]:
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    n = tp + fp + tn + fn
+    return {
+        "n": n,
+        "accuracy": (tp + tn) / n if n else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "fpr": fp / (fp + tn) if fp + tn else 0.0,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+    }
 
 
 def binary_metrics(
@@ -28,21 +46,36 @@ def binary_metrics(
     fp = int(np.sum(predicted & (y == 0)))
     tn = int(np.sum(~predicted & (y == 0)))
     fn = int(np.sum(~predicted & (y == 1)))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return {
-        "n": len(y),
-        "accuracy": (tp + tn) / len(y) if len(y) else 0.0,
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "fpr": fp / (fp + tn) if fp + tn else 0.0,
-        "tp": tp,
-        "fp": fp,
-        "tn": tn,
-        "fn": fn,
-        "threshold": float(threshold),
+    return {**_from_counts(tp, fp, tn, fn), "threshold": float(threshold)}
+
+
+def pooled_metrics(groups: Iterable[Mapping[str, float | int]]) -> dict[str, float | int]:
+    """The figures of several groups together, each scored at its own threshold (the kinds of a model with a
+    threshold per kind): the confusion counts summed, the ratios computed from the sums."""
+    groups = list(groups)
+    tp, fp, tn, fn = (sum(int(g[key]) for g in groups) for key in ("tp", "fp", "tn", "fn"))
+    return _from_counts(tp, fp, tn, fn)
+
+
+def metrics_by_kind(
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    kinds: Sequence[str] | np.ndarray,
+    thresholds: Mapping[str, float],
+) -> dict[str, dict[str, float | int]]:
+    """{kind: figures at that kind's threshold} for the kinds present, in `thresholds` order, then "overall"
+    (`pooled_metrics` of them): what a runtime that applies each kind's threshold gets."""
+    y, s = _arrays(labels, scores)
+    k = np.asarray(kinds)
+    if k.shape != y.shape:
+        raise ValueError(f"kinds must match the labels, got {k.shape} and {y.shape}")
+    result = {
+        kind: binary_metrics(y[k == kind], s[k == kind], t) for kind, t in thresholds.items() if np.any(k == kind)
     }
+    unknown = set(k.tolist()) - set(thresholds)
+    if unknown:
+        raise ValueError(f"no threshold for the kind(s) {', '.join(sorted(unknown))}")
+    return {**result, "overall": pooled_metrics(result.values())}
 
 
 def threshold_for_fpr(

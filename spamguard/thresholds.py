@@ -5,17 +5,25 @@ tuned for and on how much ham that was measured.
 Verdict contract (what `check` and the plugins apply): with an unsure band `[low, high]`, a score `>= high` is
 spam, a score `< low` is ham and anything between is unsure; without a band, `score >= threshold` is spam. The
 threshold must lie inside the band, so a spam verdict is never less strict than the threshold that the
-false-positive target chose."""
+false-positive target chose.
+
+Per kind: mail and SMS each get their own threshold, chosen on their own validation part (a false-positive
+target pooled over both kinds could be met on SMS while mail ham pays for it). The options `--max-fpr`,
+`--threshold` and `--unsure` each take `VALUE` (every kind) or `KIND=VALUE` (that kind), and may be repeated:
+`--max-fpr 0.01 --max-fpr mail=0.001`. A kind's own value wins over the general one, so
+`--max-fpr 0.01 --threshold sms=0.5` chooses mail's threshold by FPR and fixes SMS's. The bundle also keeps one
+fallback threshold for kinds without their own (`fallback`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from spamguard.errors import SpamguardError
+from spamguard.message_text import KINDS
 from spamguard.metrics import binary_metrics, threshold_for_fpr
 
 DEFAULT_THRESHOLD = 0.5
@@ -97,26 +105,113 @@ def check_options(
         check_unsure(*unsure, threshold=fixed)
 
 
-def threshold_rule(
-    *,
-    max_fpr: float | None = None,
-    threshold: float | None = None,
-    unsure: tuple[float, float] | None = None,
-    log: Callable[[str], None] = print,
-) -> Callable[[np.ndarray, np.ndarray], tuple[float, dict[str, Any]]]:
-    """The options as a rule for the training pipeline, `(validation labels, scores) -> (threshold,
-    threshold_choice)`: checked now, so a typo fails before hours of training, applied to the exported model's
-    validation scores. The band to store as the manifest's `unsure` is `threshold_choice["unsure"]`."""
-    check_options(max_fpr=max_fpr, threshold=threshold, unsure=unsure)
+T = TypeVar("T")
 
-    def rule(labels: np.ndarray, scores: np.ndarray) -> tuple[float, dict[str, Any]]:
-        choice = choose_threshold(labels, scores, max_fpr=max_fpr, threshold=threshold, unsure=unsure)
-        log(choice.describe())
+
+@dataclass(frozen=True)
+class ThresholdOptions:
+    """What the options ask of one kind's threshold."""
+
+    max_fpr: float | None = None
+    threshold: float | None = None
+    unsure: tuple[float, float] | None = None
+
+
+def _per_kind(option: str, values: Sequence[str], convert: Callable[[str], T]) -> dict[str | None, T]:
+    """`VALUE` or `KIND=VALUE` occurrences of one option as {kind or None (every kind): value}."""
+    parsed: dict[str | None, T] = {}
+    for text in values:
+        name, equals, value = text.partition("=")
+        kind = name.strip().lower() if equals else None
+        if kind is not None and kind not in KINDS:
+            raise ThresholdError(f"{option} {text}: unknown kind {name.strip()!r} (use {' or '.join(KINDS)})")
+        if kind in parsed:
+            raise ThresholdError(f"{option} is given twice for {kind or 'every kind'}")
+        parsed[kind] = convert(value if equals else text)
+    return parsed
+
+
+def _number(option: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ThresholdError(f"{option} expects a number or KIND=NUMBER, got {text!r}") from None
+
+    return convert
+
+
+def kind_options(
+    *, max_fpr: Sequence[str] = (), threshold: Sequence[str] = (), unsure: Sequence[str] = ()
+) -> dict[str, ThresholdOptions]:
+    """The options as typed (each `VALUE` or `KIND=VALUE`, repeatable) resolved to every kind's settings, each
+    checked as `check_options` checks one kind, so a typo fails before hours of training."""
+    fprs = _per_kind("--max-fpr", max_fpr, _number("--max-fpr"))
+    fixed = _per_kind("--threshold", threshold, _number("--threshold"))
+    bands = _per_kind("--unsure", unsure, parse_unsure)
+    resolved = {}
+    for kind in KINDS:
+        # the most specific of --max-fpr and --threshold wins; both at the same level is the user's mistake
+        fpr_key = kind if kind in fprs else None
+        fixed_key = kind if kind in fixed else None
+        chosen_fpr, chosen_fixed = fprs.get(fpr_key), fixed.get(fixed_key)
+        if chosen_fpr is not None and chosen_fixed is not None and fpr_key != fixed_key:
+            chosen_fpr, chosen_fixed = (chosen_fpr, None) if fpr_key == kind else (None, chosen_fixed)
+        band = bands.get(kind, bands.get(None))
+        specific = kind in fprs or kind in fixed or kind in bands
+        try:
+            check_options(max_fpr=chosen_fpr, threshold=chosen_fixed, unsure=band)
+        except ThresholdError as exc:
+            raise ThresholdError(f"{kind}: {exc}" if specific else str(exc)) from None
+        resolved[kind] = ThresholdOptions(chosen_fpr, chosen_fixed, band)
+    return resolved
+
+
+# (kind, validation labels, validation P(spam)) -> (threshold, threshold_choice for the manifest, or None)
+KindRule = Callable[[str, np.ndarray, np.ndarray], tuple[float, dict[str, Any] | None]]
+
+
+def threshold_rule(
+    options: Mapping[str, ThresholdOptions] | ThresholdOptions | None = None,
+    *,
+    log: Callable[[str], None] = print,
+) -> KindRule:
+    """The options as a rule for the training pipeline, `(kind, validation labels, scores) -> (threshold,
+    threshold_choice)` applied to each kind's own validation part of the exported model. One
+    `ThresholdOptions` applies to every kind. Checked now, so a typo fails before hours of training; the band to
+    store is `threshold_choice["unsure"]`."""
+    if not isinstance(options, Mapping):
+        options = dict.fromkeys(KINDS, options or ThresholdOptions())
+    for settings in options.values():
+        check_options(max_fpr=settings.max_fpr, threshold=settings.threshold, unsure=settings.unsure)
+
+    def rule(kind: str, labels: np.ndarray, scores: np.ndarray) -> tuple[float, dict[str, Any]]:
+        settings = options.get(kind, ThresholdOptions())
+        choice = choose_threshold(
+            labels, scores, max_fpr=settings.max_fpr, threshold=settings.threshold, unsure=settings.unsure
+        )
+        log(f"{kind}: {choice.describe()}")
         for warning in choice.warnings:
-            log(f"warning: {warning}")
-        return choice.threshold, choice.record
+            log(f"warning: {kind}: {warning}")
+        return choice.threshold, {"kind": kind, **choice.record}
 
     return rule
+
+
+def fallback(thresholds: Mapping[str, tuple[float, tuple[float, float] | None]]) -> tuple[float, tuple | None]:
+    """The bundle's one `threshold` (and `unsure`) beside the per-kind ones: what a runtime applies to a kind
+    the model has no threshold for, and all an older runtime reads. The strictest: the highest threshold (each
+    kind's false-positive target still holds on its own validation), and, when any kind has a band, the band
+    from the lowest low to the highest high (every kind's threshold taken as its band where it has none), so a
+    spam verdict is at least as strict and a ham verdict at least as sure as any kind's."""
+    if not thresholds:
+        raise ValueError("no thresholds to fall back on")
+    threshold = max(t for t, _ in thresholds.values())
+    if all(band is None for _, band in thresholds.values()):
+        return threshold, None
+    lows = [band[0] if band else t for t, band in thresholds.values()]
+    highs = [band[1] if band else t for t, band in thresholds.values()]
+    return threshold, (min(lows), max(highs))
 
 
 def _figures(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:

@@ -17,6 +17,7 @@ def spamguard_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     home = tmp_path_factory.mktemp("spamguard-home")
     monkeypatch.setenv("SPAMGUARD_HOME", str(home))
     monkeypatch.delenv("SPAMGUARD_MODEL", raising=False)
+    monkeypatch.delenv("SPAMGUARD_DATA", raising=False)  # no test may read a developer's data sets
     return home
 
 

@@ -2,26 +2,22 @@
 and the TSV reader are the runtime's, `spamguard.datasets`, so there is one of each).
 
 The SMS Spam Collection repeats 403 of its lines verbatim, so texts are deduplicated before anything else:
-otherwise the same message lands in train and test and the test figures flatter the model."""
+otherwise the same message lands in train and test and the test figures flatter the model.
+
+A stratified split divides each (kind, label) group on its own, shuffled by a generator seeded with the seed,
+the kind and the label: the SMS parts of a split are then the same whether mail is mixed in or not, so a model
+trained on SMS alone and one trained on both kinds are tested on the same SMS (and the same holds for mail)."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import random
-import zipfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from spamguard.datasets import HAM, SPAM, Example
 from spamguard.errors import DataError
-from spamguard.paths import cache_dir
-
-SMS_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
-SMS_MEMBER = "SMSSpamCollection"
-SMS_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"  # the extracted file
+from spamguard.message_text import KINDS
 
 
 @dataclass(frozen=True)
@@ -30,45 +26,37 @@ class Splits:
     validation: list[Example]
     test: list[Example]
 
+    def parts(self) -> dict[str, list[Example]]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
     def counts(self) -> dict[str, dict[str, int]]:
-        parts = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {name: label_counts(part) for name, part in self.parts().items()}
+
+    def kinds(self) -> list[str]:
+        """The kinds present, in `KINDS` order."""
+        present = {e.kind for part in self.parts().values() for e in part}
+        return [kind for kind in KINDS if kind in present]
+
+    def counts_by_kind(self) -> dict[str, dict[str, dict[str, int]]]:
+        """{kind: {part: {"ham": n, "spam": n}}} for the kinds present (the manifest's `split_by_kind`)."""
         return {
-            name: {"ham": sum(e.label == HAM for e in part), "spam": sum(e.label == SPAM for e in part)}
-            for name, part in parts.items()
+            kind: {name: label_counts([e for e in part if e.kind == kind]) for name, part in self.parts().items()}
+            for kind in self.kinds()
         }
 
+    def of_kind(self, kind: str) -> Splits:
+        """The same split restricted to one kind (what a model of that kind alone trains and is tested on)."""
+        return Splits(*([e for e in part if e.kind == kind] for part in self.parts().values()))
+
     def describe_counts(self) -> str:
-        """The parts' sizes with their ham and spam, for the log line every training run prints."""
-        return ", ".join(
-            f"{part} {c['ham'] + c['spam']} ({c['ham']} ham, {c['spam']} spam)" for part, c in self.counts().items()
-        )
+        """The parts' sizes with their ham and spam, per kind, for the log line every training run prints."""
 
+        def describe(counts: dict[str, dict[str, int]]) -> str:
+            return ", ".join(
+                f"{part} {c['ham'] + c['spam']} ({c['ham']} ham, {c['spam']} spam)" for part, c in counts.items()
+            )
 
-def download_sms_collection(progress: Callable[[str], None] = print) -> Path:
-    """The UCI archive, fetched once into the cache; the extracted file must match the published sha256."""
-    target = cache_dir() / "sms_spam_collection" / SMS_MEMBER
-    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == SMS_SHA256:
-        return target
-    import urllib.error
-    import urllib.request
-
-    progress(f"downloading {SMS_URL}")
-    try:
-        with urllib.request.urlopen(SMS_URL, timeout=30) as response:
-            archive = response.read()
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise DataError(f"cannot download the SMS Spam Collection ({exc}): pass --data PATH to a local copy") from exc
-    try:
-        data = zipfile.ZipFile(io.BytesIO(archive)).read(SMS_MEMBER)
-    except (zipfile.BadZipFile, KeyError) as exc:
-        raise DataError(f"the download from {SMS_URL} is not the expected zip archive") from exc
-    if hashlib.sha256(data).hexdigest() != SMS_SHA256:
-        raise DataError(f"{SMS_MEMBER} from {SMS_URL} does not match its sha256 {SMS_SHA256}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".part")
-    tmp.write_bytes(data)
-    tmp.replace(target)
-    return target
+        return "; ".join(f"{kind}: {describe(counts)}" for kind, counts in self.counts_by_kind().items())
 
 
 def deduplicate(examples: Sequence[Example]) -> list[Example]:
@@ -101,15 +89,21 @@ def split(
     *,
     stratify: bool = False,
 ) -> Splits:
-    """Seeded train/validation/test split. Stratified, each class is split on its own, so each part keeps the
-    class ratio and a rare class cannot vanish from validation or test."""
+    """Seeded train/validation/test split. Stratified, each (kind, label) group is split on its own (see the
+    module's docstring), so each part keeps every kind's class ratio and a rare group cannot vanish from
+    validation or test; unstratified (the book's protocol on balanced SMS), one shuffle of everything."""
     if abs(sum(fractions) - 1.0) > 1e-9:
         raise ValueError(f"split fractions must sum to 1, got {fractions}")
     rng = random.Random(seed)
-    groups = [[e for e in examples if e.label == label] for label in (HAM, SPAM)] if stratify else [list(examples)]
+    if stratify:
+        keys = [(kind, label) for kind in KINDS for label in (HAM, SPAM)]
+        groups = [[e for e in examples if (e.kind, e.label) == key] for key in keys]
+        shufflers = [random.Random(f"{seed}:{kind}:{label}") for kind, label in keys]
+    else:
+        groups, shufflers = [list(examples)], [rng]
     parts: tuple[list[Example], list[Example], list[Example]] = ([], [], [])
-    for group in groups:
-        rng.shuffle(group)
+    for group, shuffler in zip(groups, shufflers, strict=True):
+        shuffler.shuffle(group)
         n_train = int(len(group) * fractions[0])
         n_val = int(len(group) * fractions[1])
         parts[0].extend(group[:n_train])

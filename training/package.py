@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from spamguard.bundle import Bundle, write_bundle
-from spamguard.metrics import binary_metrics
+from spamguard.message_text import KINDS
+from spamguard.metrics import metrics_by_kind
+from spamguard.thresholds import fallback
 from spamguard.training.errors import ExportError
 from spamguard.training.export import (
     check_parity,
@@ -34,12 +36,12 @@ PARITY_LIMIT = 1e-4  # max |logit difference| PyTorch vs onnxruntime, fp32
 AGREEMENT_TARGET = 0.995  # int8 verdicts equal to fp32's on the test split; below it the int8 copy is left out
 PARITY_MESSAGES = 16
 
-# (validation labels, validation P(spam)) -> (threshold, how it was chosen, for the manifest; None if fixed)
-ThresholdRule = Callable[[np.ndarray, np.ndarray], tuple[float, dict[str, Any] | None]]
+# (kind, its validation labels, their P(spam)) -> (threshold, how it was chosen for the manifest; None if fixed)
+ThresholdRule = Callable[[str, np.ndarray, np.ndarray], tuple[float, dict[str, Any] | None]]
 
 
 def fixed_threshold(threshold: float = 0.5) -> ThresholdRule:
-    def rule(labels: np.ndarray, scores: np.ndarray) -> tuple[float, dict[str, Any] | None]:
+    def rule(kind: str, labels: np.ndarray, scores: np.ndarray) -> tuple[float, dict[str, Any] | None]:
         return threshold, None
 
     return rule
@@ -47,10 +49,42 @@ def fixed_threshold(threshold: float = 0.5) -> ThresholdRule:
 
 @dataclass
 class Split:
-    """One labelled split as token ids, the form every ONNX figure is computed from."""
+    """One labelled split as token ids, the form every ONNX figure is computed from, with each message's kind."""
 
     token_lists: list[list[int]]
     labels: np.ndarray
+    kinds: np.ndarray  # MAIL or SMS per message
+
+    def present(self) -> list[str]:
+        return [kind for kind in KINDS if np.any(self.kinds == kind)]
+
+
+@dataclass(frozen=True)
+class KindThreshold:
+    """The threshold and unsure band of one kind, as the manifest's `thresholds[kind]` records them."""
+
+    threshold: float
+    unsure: tuple[float, float] | None
+    choice: dict[str, Any] | None  # the rule's record (`threshold_choice[kind]`); None for a fixed threshold
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "unsure": list(self.unsure) if self.unsure else None}
+
+
+def choose_per_kind(rule: ThresholdRule, validation: Split, scores: np.ndarray) -> dict[str, KindThreshold]:
+    """Each kind's threshold from its own validation messages' scores (`--max-fpr` holds on each kind)."""
+    chosen = {}
+    for kind in validation.present():
+        mask = validation.kinds == kind
+        threshold, choice = rule(kind, validation.labels[mask], scores[mask])
+        band = (choice or {}).get("unsure")  # a rule that chose a band records it as {low, high, ...}
+        chosen[kind] = KindThreshold(threshold, (band["low"], band["high"]) if band else None, choice)
+    return chosen
+
+
+def per_message(thresholds: dict[str, KindThreshold], kinds: np.ndarray) -> np.ndarray:
+    """Each message's threshold, by its kind."""
+    return np.array([thresholds[kind].threshold for kind in kinds], dtype=np.float64)
 
 
 def onnx_scores(model_path: Path, token_lists: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray:
@@ -97,13 +131,17 @@ def _quiet_root_logger() -> Iterator[None]:
 class Exported:
     fp32: Path
     int8: Path | None  # None when its verdicts disagree with fp32 too often
-    threshold: float
-    threshold_choice: dict[str, Any] | None
+    thresholds: dict[str, KindThreshold]  # per kind present in the data
     parity: float
     parity_lengths: list[int]
     agreement: float
-    metrics: dict[str, Any]  # test, test_int8, int8_agreement, validation
+    metrics: dict[str, Any]  # test, test_int8, validation (overall), int8_agreement, by_kind
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fallback(self) -> tuple[float, tuple[float, float] | None]:
+        """The manifest's one `threshold` and `unsure` (`spamguard.thresholds.fallback`)."""
+        return fallback({kind: (t.threshold, t.unsure) for kind, t in self.thresholds.items()})
 
 
 def export_and_check(
@@ -115,8 +153,9 @@ def export_and_check(
     threshold_rule: ThresholdRule | None = None,
     log: Callable[[str], None] = print,
 ) -> Exported:
-    """Export fp32 ONNX, prove parity on real test messages, choose the threshold on validation scores of the
-    exported model, quantize to int8 and measure both on the whole test split."""
+    """Export fp32 ONNX, prove parity on real test messages, choose each kind's threshold on its validation
+    scores of the exported model, quantize to int8 and measure both on the whole test split, per kind and
+    overall, each message at its kind's threshold."""
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     fp32 = work / "model.onnx"
@@ -134,7 +173,7 @@ def export_and_check(
 
     t0 = time.perf_counter()
     val_scores = onnx_scores(fp32, validation.token_lists)
-    threshold, choice = (threshold_rule or fixed_threshold())(validation.labels, val_scores)
+    thresholds = choose_per_kind(threshold_rule or fixed_threshold(), validation, val_scores)
     test32 = onnx_scores(fp32, test.token_lists)
     seconds["score_fp32"] = time.perf_counter() - t0
 
@@ -143,7 +182,8 @@ def export_and_check(
         int8 = quantize_int8(fp32, work / "model.int8.onnx")
     test8 = onnx_scores(int8, test.token_lists)
     seconds["int8"] = time.perf_counter() - t0
-    agreement = float(np.mean((test32 >= threshold) == (test8 >= threshold)))
+    test_thresholds = per_message(thresholds, test.kinds)
+    agreement = float(np.mean((test32 >= test_thresholds) == (test8 >= test_thresholds)))
     verdict = "meets" if agreement >= AGREEMENT_TARGET else "misses"
     log(
         f"int8: {_megabytes(int8):.1f} MB; verdicts agree with fp32 on {agreement:.2%} of the "
@@ -151,23 +191,37 @@ def export_and_check(
     )
     if agreement < AGREEMENT_TARGET:
         log("int8: left out of the bundle; the runtime will use fp32")
-    metrics = {
-        "test": binary_metrics(test.labels, test32, threshold),
-        "test_int8": binary_metrics(test.labels, test8, threshold),
-        "int8_agreement": agreement,
-        "validation": binary_metrics(validation.labels, val_scores, threshold),
+    by_threshold = {kind: t.threshold for kind, t in thresholds.items()}
+    figures = {
+        "test": metrics_by_kind(test.labels, test32, test.kinds, by_threshold),
+        "test_int8": metrics_by_kind(test.labels, test8, test.kinds, by_threshold),
+        "validation": metrics_by_kind(validation.labels, val_scores, validation.kinds, by_threshold),
     }
+    metrics: dict[str, Any] = {name: f["overall"] for name, f in figures.items()}
+    metrics["int8_agreement"] = agreement
+    metrics["by_kind"] = {kind: {name: f[kind] for name, f in figures.items()} for kind in thresholds}
     return Exported(
         fp32=fp32,
         int8=int8 if agreement >= AGREEMENT_TARGET else None,
-        threshold=threshold,
-        threshold_choice=choice,
+        thresholds=thresholds,
         parity=parity,
         parity_lengths=lengths,
         agreement=agreement,
         metrics=metrics,
         seconds=seconds,
     )
+
+
+def summary_lines(exported: Exported) -> list[str]:
+    """`spamguard train`'s test figures: per kind at its threshold, then overall, for fp32 and int8."""
+    lines = []
+    for precision, key in (("fp32", "test"), ("int8", "test_int8")):
+        for kind, t in exported.thresholds.items():
+            m = exported.metrics["by_kind"][kind][key]
+            lines.append(f"test {precision} {kind} (threshold {t.threshold:.3g}): {format_metrics(m)}")
+        if len(exported.thresholds) > 1:
+            lines.append(f"test {precision} overall: {format_metrics(exported.metrics[key])}")
+    return lines
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -188,9 +242,12 @@ def package(
 ) -> Bundle:
     """The bundle: ONNX files, tokenizer, extras (curves, checkpoint) and the manifest with every figure."""
     models = {"fp32": exported.fp32} | ({"int8": exported.int8} if exported.int8 else {})
+    threshold, unsure = exported.fallback
     full = {
         **manifest,
-        "threshold": exported.threshold,
+        "threshold": threshold,
+        "unsure": list(unsure) if unsure else None,
+        "thresholds": {kind: t.to_manifest() for kind, t in exported.thresholds.items()},
         "metrics": exported.metrics,
         "export": {
             "parity_max_abs_logit_diff": exported.parity,
@@ -198,11 +255,9 @@ def package(
             "int8_included": exported.int8 is not None,
         },
     }
-    if exported.threshold_choice is not None:
-        full["threshold_choice"] = exported.threshold_choice
-        band = exported.threshold_choice.get("unsure")
-        if band:  # a rule that also chose an unsure band (spamguard.thresholds) records it as {low, high, ...}
-            full["unsure"] = [band["low"], band["high"]]
+    choices = {kind: t.choice for kind, t in exported.thresholds.items() if t.choice is not None}
+    if choices:
+        full["threshold_choice"] = choices
     return write_bundle(
         out, models=models, encoder_json=encoder_json, vocab_bpe=vocab_bpe, manifest=full, extra_files=extra_files
     )

@@ -1,9 +1,10 @@
 """The main job, `spamguard train`, as reusable steps: examples -> splits -> tokens -> model -> prefix cache ->
 training -> export and checks -> bundle -> install.
 
-Each step is a plain function so another data source can enter anywhere: `run(job)` reads the SMS collection,
-`run(job, splits=...)` trains on any `Splits` (mail folders, a feedback corpus), and `threshold_rule` chooses
-the decision threshold from the exported model's validation scores."""
+Each step is a plain function so a data source can enter anywhere: `spamguard.training.sources` reads the
+default data or the user's and splits it, `run(job, splits)` trains on any `Splits` (the accuracy benchmark hands
+its own), and `threshold_rule` chooses each kind's decision threshold from the exported model's validation
+scores. The loss is weighted per kind and label from the training split (why: `training.imbalance`)."""
 
 from __future__ import annotations
 
@@ -20,30 +21,25 @@ import numpy as np
 import torch
 
 from spamguard import registry
-from spamguard.datasets import read_sms_tsv
 from spamguard.errors import BundleError, TokenizerError
 from spamguard.message_text import TEXT_VERSION
 from spamguard.paths import models_dir
 from spamguard.tokenizer import encode, load_encoding
 from spamguard.training.curves import plot_curves
-from spamguard.training.data import (
-    Example,
-    Splits,
-    balance,
-    deduplicate,
-    download_sms_collection,
-    split,
-)
+from spamguard.training.data import Example, Splits
 from spamguard.training.errors import TrainingError, WeightsError
 from spamguard.training.gpt2 import HUB_REPOS, GPT2Classifier
+from spamguard.training.imbalance import class_weights, describe_weights, example_weights
 from spamguard.training.package import (
     Split,
     ThresholdRule,
     export_and_check,
-    format_metrics,
     package,
+    summary_lines,
 )
-from spamguard.training.prefix_cache import build_cache, resolve_precision
+from spamguard.training.prefix_cache import build_cache
+from spamguard.training.prefix_precision import choose_precision
+from spamguard.training.public_data import bpe_files
 from spamguard.training.recipe import (
     CachedData,
     TokenData,
@@ -65,13 +61,11 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 class Job:
     base: str = "gpt2"  # hub name or a folder in the Hugging Face layout
     weights: str = "pretrained"  # or "random"
-    data: Path | None = None  # SMS-collection file; None downloads the UCI original
     tokenizer: Path | None = None  # folder with encoder.json + vocab.bpe (or vocab.json + merges.txt)
     max_tokens: int = DEFAULT_MAX_TOKENS
     out: Path | None = None  # bundle folder; None: a new folder in the models dir
     name: str | None = None  # model name; None: from the base and the date
     install: bool = True  # install as the user's default model
-    balance: bool = True  # undersample ham to the spam count (the book's protocol), else a stratified split
     work_dir: Path | None = None  # scratch space (ONNX files, an on-disk prefix cache); None: the temp dir
     cache_memory_limit: int | None = None  # bytes before the prefix cache moves to disk; None: automatic
     threads: int | None = None  # torch threads; None: torch's default (one per core)
@@ -118,25 +112,20 @@ def plan_output(job: Job) -> Output:
     return Output(out, out.name if in_models_dir else name, in_models_dir)
 
 
-def load_examples(job: Job, log: Callable[[str], None] = print) -> tuple[list[Example], str]:
-    """The labelled messages and a description of where they came from (for the manifest)."""
-    path = Path(job.data) if job.data is not None else download_sms_collection(progress=log)
-    examples = read_sms_tsv(path)
-    source = str(path) if job.data is not None else "SMS Spam Collection (UCI)"
-    return examples, source
+@dataclass(frozen=True)
+class ModelFiles:
+    """What the model is built from, found (or downloaded) before any data is read or any model built."""
+
+    base: BaseModel | None  # None: random weights in a named configuration
+    encoder_json: Path
+    vocab_bpe: Path
 
 
-def make_splits(
-    examples: Sequence[Example], seed: int, *, balanced: bool = True, log: Callable[[str], None] = print
-) -> Splits:
-    """Deduplicate, balance (seeded) or keep the real ratio, split 70/10/20 (seeded), and say the counts."""
-    unique = deduplicate(examples)
-    chosen = balance(unique, seed) if balanced else unique
-    how = f"balanced to {len(chosen)}" if balanced else "not balanced"
-    log(f"data: {len(examples)} messages, {len(unique)} after removing repeated texts, {how} (seed {seed})")
-    splits = split(chosen, seed, stratify=not balanced)
-    log(f"split 70/10/20: {splits.describe_counts()}")
-    return splits
+def model_files(job: Job) -> ModelFiles:
+    """The base checkpoint (downloaded for pretrained weights) and the tokenizer files of `job`."""
+    located = locate(job.base, job.weights)
+    encoder_json, vocab_bpe = tokenizer_files(job, located)
+    return ModelFiles(located, encoder_json, vocab_bpe)
 
 
 def _bpe_pair(folder: Path) -> tuple[Path, Path] | None:
@@ -148,7 +137,8 @@ def _bpe_pair(folder: Path) -> tuple[Path, Path] | None:
 
 def tokenizer_files(job: Job, base_model: BaseModel | None) -> tuple[Path, Path]:
     """`--tokenizer DIR` if given, else the base folder's `vocab.json`/`merges.txt`, else (random weights with a
-    hub name) the tokenizer files alone from the hub, which offline means `--tokenizer` is required."""
+    hub name) GPT-2's BPE files from the data sets folder, else the tokenizer files alone from the hub, which
+    offline means `--tokenizer` is required."""
     if job.tokenizer is not None:
         folder = Path(job.tokenizer).expanduser()
         pair = _bpe_pair(folder) if folder.is_dir() else None
@@ -166,6 +156,9 @@ def tokenizer_files(job: Job, base_model: BaseModel | None) -> tuple[Path, Path]
             f"{base_model.path} has no vocab.json and merges.txt: pass --tokenizer DIR (a folder with "
             "encoder.json and vocab.bpe)"
         )
+    local = bpe_files()  # GPT-2's own files in the data sets folder ($SPAMGUARD_DATA), sha256-checked
+    if local is not None and is_known_name(job.base):
+        return local
     if is_known_name(job.base):
         try:
             pair = _bpe_pair(fetch(job.base, need_weights=False).path)
@@ -181,7 +174,9 @@ def tokenizer_files(job: Job, base_model: BaseModel | None) -> tuple[Path, Path]
 
 def tokenize(examples: Sequence[Example], encoding: Any, max_tokens: int) -> Split:
     return Split(
-        [encode(encoding, e.text, max_tokens) for e in examples], np.array([e.label for e in examples], dtype=np.int64)
+        [encode(encoding, e.text, max_tokens) for e in examples],
+        np.array([e.label for e in examples], dtype=np.int64),
+        np.array([e.kind for e in examples]),
     )
 
 
@@ -198,18 +193,23 @@ def prepare_data(
     train_split: Split,
     val_split: Split,
     job: Job,
-    precision: str,
     log: Callable[[str], None] = print,
+    weights: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[TokenData | CachedData, TokenData | CachedData, dict[str, Any]]:
     """Training and validation data as the recipe consumes them: cached prefix states where the prefix is
-    frozen, token ids when everything trains."""
+    frozen, token ids when everything trains; `weights` are the two parts' example weights (None: unweighted).
+    The cache's record says which precision it ran in and why."""
+    train_weights, val_weights = weights if weights is not None else (None, None)
     if not trainable.cacheable:
         log("prefix cache: none (--trainable all trains the embeddings too)")
         return (
-            TokenData(train_split.token_lists, train_split.labels),
-            TokenData(val_split.token_lists, val_split.labels),
+            TokenData(train_split.token_lists, train_split.labels, weights=train_weights),
+            TokenData(val_split.token_lists, val_split.labels, weights=val_weights),
             {"used": False},
         )
+    choice = choose_precision(job.recipe.prefix_precision, model.config.n_embd)
+    log(choice.line())
+    precision = choice.precision
     t0 = time.perf_counter()
     caches = [
         build_cache(
@@ -232,37 +232,36 @@ def prepare_data(
     size = sum(c.nbytes for c in caches)
     log(f"prefix cache: {blocks}, {precision}, {size / 1e6:.1f} MB fp16 {where}, built in {seconds:.1f} s")
     info = {"used": True, "precision": precision, "bytes": size, "on_disk": caches[0].on_disk, "seconds": seconds}
-    return CachedData(caches[0], train_split.labels), CachedData(caches[1], val_split.labels), info
+    info["precision_choice"] = choice.to_dict()
+    return (
+        CachedData(caches[0], train_split.labels, train_weights),
+        CachedData(caches[1], val_split.labels, val_weights),
+        info,
+    )
 
 
 def run(
     job: Job,
+    splits: Splits,
     *,
-    splits: Splits | None = None,
-    data_source: str | None = None,
+    data_source: str,
     threshold_rule: ThresholdRule | None = None,
     log: Callable[[str], None] = print,
+    files: ModelFiles | None = None,
 ) -> TrainReport:
-    """The whole job. `splits` replaces the SMS collection (then `data_source` describes it for the manifest);
-    `threshold_rule` chooses the threshold from validation scores (default: 0.5)."""
+    """The whole job on `splits` (described by `data_source` in the manifest). `threshold_rule` chooses each
+    kind's threshold from its validation scores (default: 0.5); `files` are the model's files when they were
+    already found (`model_files`), as `spamguard train` does before reading any data."""
     began = time.perf_counter()
     seconds: dict[str, float] = {}
     output = plan_output(job)
     recipe = job.recipe
-    precision = resolve_precision(recipe.precision)
     if job.threads is not None:
         torch.set_num_threads(job.threads)
 
     t0 = time.perf_counter()
-    if splits is None:
-        examples, data_source = load_examples(job, log)
-        splits = make_splits(examples, recipe.seed, balanced=job.balance, log=log)
-    seconds["data"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    located = locate(job.base, job.weights)
-    encoder_json, vocab_bpe = tokenizer_files(job, located)
-    encoding = load_encoding(encoder_json, vocab_bpe)
+    files = files if files is not None else model_files(job)
+    encoding = load_encoding(files.encoder_json, files.vocab_bpe)
     torch.manual_seed(recipe.seed)  # the new head's initialisation (and the whole model's, with random weights)
     model, base_model = build_model(job.base, job.weights)
     config = model.config
@@ -283,12 +282,20 @@ def run(
         raise TrainingError("too few messages: the train, validation and test splits each need at least one")
     everything = (*splits.train, *splits.validation, *splits.test)
     log(_describe_tokens(np.array([len(encoding.encode_ordinary(e.text)) for e in everything]), job.max_tokens))
+    weights = class_weights(splits.train)
+    log(f"imbalance: loss weights per kind and label from the training split: {describe_weights(weights)}")
     seconds["model_and_tokens"] = time.perf_counter() - t0
 
     with tempfile.TemporaryDirectory(prefix="spamguard-train-", dir=job.work_dir) as scratch:
         work = Path(scratch)
         train_data, val_data, cache_info = prepare_data(
-            model, trainable, parts["train"], parts["validation"], job, precision, log
+            model,
+            trainable,
+            parts["train"],
+            parts["validation"],
+            job,
+            log,
+            weights=(example_weights(splits.train, weights), example_weights(splits.validation, weights)),
         )
         seconds["prefix_cache"] = cache_info.get("seconds", 0.0)
         try:
@@ -305,25 +312,26 @@ def run(
             model, work, parts["validation"], parts["test"], threshold_rule=threshold_rule, log=log
         )
         seconds |= exported.seconds
-        log(f"test fp32 (threshold {exported.threshold:.3g}): {format_metrics(exported.metrics['test'])}")
-        log(f"test int8 (threshold {exported.threshold:.3g}): {format_metrics(exported.metrics['test_int8'])}")
+        for line in summary_lines(exported):
+            log(line)
 
         curves = plot_curves(
             result.history,
             work / CURVES_FILE,
-            title=f"{output.name}: {located.name if located else job.base}, {job.weights} weights, "
+            title=f"{output.name}: {files.base.name if files.base else job.base}, {job.weights} weights, "
             f"trainable {recipe.trainable}",
             best_epoch=result.best_epoch,
         )
         checkpoint = _write_checkpoint(model, work / CHECKPOINT_FILE, job, result, output.name)
         seconds["total"] = time.perf_counter() - began
-        manifest = _manifest(job, output, model, base_model, splits, data_source, result, cache_info, precision)
+        manifest = _manifest(job, output, model, base_model, splits, data_source, result, cache_info)
+        manifest["training"]["class_weights"] = {kind: list(w) for kind, w in weights.items()}
         manifest["training"]["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
         bundle = package(
             output.path,
             exported,
-            encoder_json=encoder_json,
-            vocab_bpe=vocab_bpe,
+            encoder_json=files.encoder_json,
+            vocab_bpe=files.vocab_bpe,
             manifest=manifest,
             extra_files={CURVES_FILE: curves, CHECKPOINT_FILE: checkpoint},
         )
@@ -351,7 +359,6 @@ def _manifest(
     data_source: str | None,
     result: TrainResult,
     cache_info: dict[str, Any],
-    precision: str,
 ) -> dict[str, Any]:
     return {
         "name": output.name,
@@ -361,11 +368,10 @@ def _manifest(
         "model_config": model.config.to_dict(),
         "training": {
             **job.recipe.to_dict(),
-            "precision": precision,
             "weights": job.weights,
             "data": data_source,
-            "balanced": job.balance,
             "split": splits.counts(),
+            "split_by_kind": splits.counts_by_kind(),
             "trainable_parameters": result.trainable_parameters,
             "best_epoch": result.best_epoch,
             "history": [vars(s) for s in result.history],

@@ -2,14 +2,13 @@
 
 With the backbone frozen, everything below the first trainable block maps an example to the same hidden states
 in every epoch, so training only has to run the tail on stored states. The prefix pass sorts examples by length
-(each batch is padded only to its longest member), runs under `torch.no_grad`, and uses bf16 autocast where the
-CPU computes bf16 natively; elsewhere (AVX2-only CPUs, where bf16 is emulated and several times slower) it stays
-in fp32. States are stored per example at its own length, in fp16 by default (half the memory, and the residual
-stream's range fits), in memory or, for corpora larger than the memory budget, in a numpy memmap on disk."""
+(each batch is padded only to its longest member), runs under `torch.no_grad`, in fp32 or under bf16 autocast
+(`prefix_precision` chooses: bf16 only where it measurably wins). States are stored per example at its own
+length, in fp16 by default (half the memory, and the residual stream's range fits), in memory or, for corpora
+larger than the memory budget, in a numpy memmap on disk."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -22,31 +21,7 @@ from tqdm import tqdm
 
 from spamguard.training.export import pad_batch
 from spamguard.training.gpt2 import GPT2Classifier
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def bf16_supported() -> bool:
-    """True where oneDNN runs bf16 matmuls natively (AVX-512 or AMX on x86, bf16 extensions on Arm)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(precision: str) -> str:
-    """`auto` picks bf16 only where it is native: emulated bf16 is slower than fp32, not faster."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision == "auto":
-        return "bf16" if bf16_supported() else "fp32"
-    return precision
-
-
-def autocast(precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+from spamguard.training.prefix_precision import autocast
 
 
 def memory_budget() -> int:
@@ -138,8 +113,9 @@ def build_cache(
 ) -> PrefixCache:
     """Run embeddings + blocks `[0, start)` once over every example (all of them for `last_only`).
 
-    `precision` is a resolved one (`fp32` or `bf16`); `memory_limit` (bytes, default: `memory_budget()`) decides
-    between memory and a memmap in a fresh folder under `work_dir` (default: the system temp dir)."""
+    `precision` is a resolved one (`fp32` or `bf16`: `prefix_precision.choose_precision`); `memory_limit` (bytes,
+    default: `memory_budget()`) decides between memory and a memmap in a fresh folder under `work_dir` (default:
+    the system temp dir)."""
     lengths = [len(t) for t in token_lists]
     if min(lengths, default=1) < 1:
         raise ValueError("every example needs at least one token")

@@ -34,8 +34,7 @@ class TrainSettings:
     lr: float = 5e-5
     weight_decay: float = 0.1
     seed: int = 123  # torch (head initialisation) and the data order of every epoch
-    precision: str = "auto"  # of the frozen prefix pass: auto (bf16 where native) | fp32 | bf16
-    class_weights: tuple[float, float] | None = None  # (ham, spam) loss weights for imbalanced data
+    prefix_precision: str = "auto"  # of the frozen prefix pass: auto (see prefix_precision.py) | fp32 | bf16
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,16 +90,38 @@ class Batch:
     ids: torch.Tensor | None = None  # (B, T) int64, when the whole model runs
     hidden: torch.Tensor | None = None  # (B, T, C) float32, cached input of block `start`
     start: int = 0
+    weights: torch.Tensor | None = None  # (B,) float32 loss weight of each example; None: all equal
+
+
+def _weights(weights: Sequence[float] | None, n: int) -> np.ndarray | None:
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float32)
+    if w.shape != (n,) or not np.all(w > 0):
+        raise ValueError(f"expected {n} positive example weights, got shape {w.shape}")
+    return w
+
+
+def _batch_weights(weights: np.ndarray | None, indices: np.ndarray) -> torch.Tensor | None:
+    return torch.from_numpy(weights[indices]) if weights is not None else None
 
 
 class TokenData:
-    """Token ids; each batch padded to its longest member, or to `pad_to` for every batch (the book's recipe)."""
+    """Token ids; each batch padded to its longest member, or to `pad_to` for every batch (the book's recipe).
+    `weights`: each example's loss weight (its kind and label's class weight), None for an unweighted loss."""
 
-    def __init__(self, token_lists: Sequence[Sequence[int]], labels: Sequence[int], pad_to: int | None = None):
+    def __init__(
+        self,
+        token_lists: Sequence[Sequence[int]],
+        labels: Sequence[int],
+        pad_to: int | None = None,
+        weights: Sequence[float] | None = None,
+    ):
         self.token_lists = [list(t) for t in token_lists]
         self.labels = np.asarray(labels, dtype=np.int64)
         self.lengths = np.array([len(t) for t in self.token_lists], dtype=np.int64)
         self.pad_to = pad_to
+        self.weights = _weights(weights, len(self.labels))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -110,25 +131,37 @@ class TokenData:
         ids, lengths = pad_batch(rows)
         if self.pad_to is not None and ids.shape[1] < self.pad_to:
             ids = np.pad(ids, ((0, 0), (0, self.pad_to - ids.shape[1])), constant_values=PAD_ID)
-        return Batch(torch.from_numpy(lengths), torch.from_numpy(self.labels[indices]), ids=torch.from_numpy(ids))
+        return Batch(
+            torch.from_numpy(lengths),
+            torch.from_numpy(self.labels[indices]),
+            ids=torch.from_numpy(ids),
+            weights=_batch_weights(self.weights, indices),
+        )
 
 
 class CachedData:
-    """Prefix states from a `PrefixCache`; the model runs only its tail on them."""
+    """Prefix states from a `PrefixCache`; the model runs only its tail on them. `weights` as in `TokenData`."""
 
-    def __init__(self, cache: PrefixCache, labels: Sequence[int]):
+    def __init__(self, cache: PrefixCache, labels: Sequence[int], weights: Sequence[float] | None = None):
         if len(cache) != len(labels):
             raise ValueError(f"{len(cache)} cached examples but {len(labels)} labels")
         self.cache = cache
         self.labels = np.asarray(labels, dtype=np.int64)
         self.lengths = cache.lengths
+        self.weights = _weights(weights, len(self.labels))
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batch(self, indices: np.ndarray) -> Batch:
         hidden, lengths = self.cache.batch(indices)
-        return Batch(lengths, torch.from_numpy(self.labels[indices]), hidden=hidden, start=self.cache.start)
+        return Batch(
+            lengths,
+            torch.from_numpy(self.labels[indices]),
+            hidden=hidden,
+            start=self.cache.start,
+            weights=_batch_weights(self.weights, indices),
+        )
 
 
 Data = TokenData | CachedData
@@ -140,12 +173,15 @@ def logits_of(model: GPT2Classifier, batch: Batch) -> torch.Tensor:
     return model(batch.ids, batch.lengths)  # (B, 2)
 
 
-def calc_loss_batch(
-    model: GPT2Classifier, batch: Batch, class_weights: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The one loss of training and evaluation: cross-entropy of the logits at the last real token."""
+def calc_loss_batch(model: GPT2Classifier, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one loss of training and evaluation: cross-entropy of the logits at the last real token, weighted by
+    each example's weight when the batch carries them (the weighted mean, as `cross_entropy(weight=...)` takes
+    it for class weights: with one weight per label the two are the same)."""
     logits = logits_of(model, batch)
-    return F.cross_entropy(logits, batch.labels, weight=class_weights), logits
+    if batch.weights is None:
+        return F.cross_entropy(logits, batch.labels), logits
+    losses = F.cross_entropy(logits, batch.labels, reduction="none")  # (B,)
+    return (losses * batch.weights).sum() / batch.weights.sum(), logits
 
 
 def spam_probability(logits: torch.Tensor) -> torch.Tensor:
@@ -172,7 +208,6 @@ def evaluate(
     model: GPT2Classifier,
     data: Data,
     batch_size: int = 32,
-    class_weights: torch.Tensor | None = None,
     num_batches: int | None = None,
 ) -> Evaluation:
     """Loss (mean over examples) and P(spam) of every example; batches grouped by length, unless the data pads
@@ -186,7 +221,7 @@ def evaluate(
     with torch.no_grad():
         for chunk in chunks:
             batch = data.batch(chunk)
-            loss, logits = calc_loss_batch(model, batch, class_weights)
+            loss, logits = calc_loss_batch(model, batch)
             total += loss.item() * len(chunk)
             count += len(chunk)
             scores[chunk] = spam_probability(logits).numpy()
@@ -241,7 +276,6 @@ def train(
         raise TrainingError("--epochs and --batch-size must be at least 1")
     params = freeze_for(model, trainable)
     optimizer = adamw(params, settings)
-    weights = torch.tensor(settings.class_weights, dtype=torch.float32) if settings.class_weights else None
     rng = np.random.default_rng(settings.seed)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     history: list[EpochStats] = []
@@ -263,7 +297,7 @@ def train(
         for indices in bar:
             batch = train_data.batch(indices)
             optimizer.zero_grad(set_to_none=True)
-            loss, logits = calc_loss_batch(model, batch, weights)
+            loss, logits = calc_loss_batch(model, batch)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
@@ -271,7 +305,7 @@ def train(
             seen += len(indices)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        val = evaluate(model, val_data, class_weights=weights)
+        val = evaluate(model, val_data)
         seconds = time.perf_counter() - t0
         stats = EpochStats(epoch, float(np.mean(losses)), correct / seen, val.loss, val.accuracy, seconds)
         history.append(stats)

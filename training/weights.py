@@ -98,7 +98,8 @@ def fetch(base: str, *, need_weights: bool = True) -> BaseModel:
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
         raise WeightsError(
             f"cannot download {HUB_REPOS[base]} and it is not cached ({type(exc).__name__}): go online once, "
-            "or pass --base PATH (a local GPT-2 folder), or train from scratch with --weights random"
+            "or pass --base FOLDER (a local GPT-2 folder), or train from scratch with --weights random "
+            "--tokenizer DIR"
         ) from exc
     return BaseModel(name=base, path=Path(folder))
 

@@ -33,7 +33,9 @@ def markdown_table(results: list[Result], descriptions: dict[str, str]) -> str:
     for protocol in sorted({p for p, _ in groups}):
         n = groups[next(k for k in groups if k[0] == protocol)][0]
         test_size = len(n.test_labels) if n.test_labels is not None else 0
-        lines += ["", f"**{protocol}**: {descriptions.get(protocol, '')} (test split: {test_size} messages)", ""]
+        base, _, kind = protocol.partition(" ")  # "P4 mail": the mail part of protocol P4
+        about = descriptions.get(base, "") + (f"; the {kind} part" if kind else "")
+        lines += ["", f"**{protocol}**: {about} (test split: {test_size} messages)", ""]
         lines += [header, rule]
         for (p, method), runs in groups.items():
             if p != protocol:

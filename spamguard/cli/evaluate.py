@@ -14,22 +14,37 @@ import click
 from spamguard.datasets import HAM
 from spamguard.errors import DataError
 from spamguard.mail_sources import format_reports, read_labelled
-from spamguard.metrics import binary_metrics
+from spamguard.message_text import KINDS
+from spamguard.metrics import metrics_by_kind
 
 _CHUNK = 64  # messages per progress step
 SUMMARY_FILES = ("summary.txt", "summary.json")
 
 
-def _summary_lines(summary: dict[str, Any], threshold: float) -> list[str]:
-    m = summary
-    return [
-        f"model {m['model']} ({m['precision_used']}) on {m['data']}: {m['n']} messages "
-        f"({m['ham']} ham, {m['spam']} spam), threshold {threshold:.4f}",
+def _figures(m: dict[str, Any]) -> str:
+    return (
         f"accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  recall {m['recall']:.4f}  "
-        f"f1 {m['f1']:.4f}  false-positive rate {m['fpr']:.4f}",
-        f"confusion: tp {m['tp']}  fp {m['fp']}  tn {m['tn']}  fn {m['fn']}",
-        f"scored in {m['seconds']:.1f} s ({m['messages_per_second']} messages/s)",
+        f"f1 {m['f1']:.4f}  false-positive rate {m['fpr']:.4f}  "
+        f"(tp {m['tp']}  fp {m['fp']}  tn {m['tn']}  fn {m['fn']})"
+    )
+
+
+def _summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The header, a line per kind at its threshold, the overall line when both kinds are there, the speed."""
+    m = summary
+    lines = [
+        f"model {m['model']} ({m['precision_used']}) on {m['data']}: {m['n']} messages "
+        f"({m['ham']} ham, {m['spam']} spam)"
     ]
+    for kind, k in m["by_kind"].items():
+        lines.append(
+            f"{kind}: {k['n']} messages ({k['tn'] + k['fp']} ham, {k['tp'] + k['fn']} spam), threshold "
+            f"{k['threshold']:.4f}: {_figures(k)}"
+        )
+    if len(m["by_kind"]) > 1:
+        lines.append(f"overall (each kind at its threshold): {_figures(m)}")
+    lines.append(f"scored in {m['seconds']:.1f} s ({m['messages_per_second']} messages/s)")
+    return lines
 
 
 def _describe(data: Path | None, ham: tuple[Path, ...], spam: tuple[Path, ...]) -> str:
@@ -53,7 +68,11 @@ def _describe(data: Path | None, ham: tuple[Path, ...], spam: tuple[Path, ...]) 
     "--spam", multiple=True, type=click.Path(path_type=Path), help="Spam: a Maildir, an mbox or a folder (repeatable)."
 )
 @click.option("--model", "-m", help="Model name or bundle path (default: $SPAMGUARD_MODEL, then the default model).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), help="Spam when P(spam) >= this (default: the model's).")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    help="Spam when P(spam) >= this, for both kinds (default: the model's threshold of each message's kind).",
+)
 @click.option("--fp32", is_flag=True, help="Evaluate the full-precision model even when the bundle has an int8 one.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads (default: physical cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
@@ -80,8 +99,9 @@ def evaluate(
     report: Path | None,
 ) -> None:
     """Score every message of a labelled set and print accuracy, precision, recall, F1 and the false-positive
-    rate (ham called spam) at the model's threshold. Messages are read as `spamguard train` reads them
-    (non-mail files skipped with a reason, repeated texts counted once); the per-source counts go to stderr."""
+    rate (ham called spam), a line per kind (mail, sms) at the model's threshold for that kind, then overall.
+    Messages are read as `spamguard train` reads them (repeated texts counted once), except that in a folder
+    without mail a file of short text is read as one SMS; the per-source counts go to stderr."""
     from spamguard.classifier import Classifier
     from spamguard.report import require_matplotlib, write_evaluation_plots
 
@@ -89,7 +109,7 @@ def evaluate(
         raise click.UsageError("give --data PATH, or --ham PATH and --spam PATH")
     if plots is not None or report is not None:
         require_matplotlib()
-    examples, reports = read_labelled(data=data, ham=ham, spam=spam)
+    examples, reports = read_labelled(data=data, ham=ham, spam=spam, sms_files=True)
     click.echo(format_reports(reports), err=True)
     n_ham = sum(e.label == HAM for e in examples)
     n_spam = len(examples) - n_ham
@@ -98,7 +118,9 @@ def evaluate(
     if (plots is not None or report is not None) and not (n_ham and n_spam):
         raise DataError(f"plots need ham and spam, got {n_ham} ham and {n_spam} spam")
     clf = Classifier.load(model, precision="fp32" if fp32 else "auto", threads=threads)
-    threshold = clf.bundle.threshold if threshold is None else threshold
+    kinds = [e.kind for e in examples]
+    present = [kind for kind in KINDS if kind in kinds]
+    thresholds = {kind: clf.bundle.threshold_for(kind) if threshold is None else threshold for kind in present}
     scores: list[float] = []
     start = time.perf_counter()
     with click.progressbar(length=len(examples), label="scoring", file=sys.stderr) as bar:
@@ -108,6 +130,7 @@ def evaluate(
             bar.update(len(chunk))
     seconds = time.perf_counter() - start
     labels = [e.label for e in examples]
+    figures = metrics_by_kind(labels, scores, kinds, thresholds)
     summary: dict[str, Any] = {
         "model": clf.bundle.name,
         "precision_used": clf.precision,
@@ -116,15 +139,20 @@ def evaluate(
         "spam": n_spam,
         "seconds": round(seconds, 3),
         "messages_per_second": round(len(examples) / seconds, 1) if seconds > 0 else None,
-        **binary_metrics(labels, scores, threshold),
+        **figures["overall"],
+        "by_kind": {kind: figures[kind] for kind in present},
         "sources": [r.to_dict() for r in reports],
     }
-    lines = _summary_lines(summary, threshold)
+    lines = _summary_lines(summary)
+    # the plots draw one threshold: the kind's when the set holds one kind, else the model's fallback
+    plot_kind = present[0] if len(present) == 1 else None
+    plot_threshold = thresholds[plot_kind] if plot_kind else clf.bundle.threshold if threshold is None else threshold
+    plot_unsure = clf.bundle.unsure_for(plot_kind) if plot_kind else clf.bundle.unsure
     written: list[Path] = []
     title = f"{clf.bundle.name} on {len(examples)} messages"
     for folder in (plots, report):
         if folder is not None:
-            found = write_evaluation_plots(labels, scores, threshold, folder, unsure=clf.bundle.unsure, title=title)
+            found = write_evaluation_plots(labels, scores, plot_threshold, folder, unsure=plot_unsure, title=title)
             written += found.values()
     if report is not None:
         (report / SUMMARY_FILES[0]).write_text("\n".join(lines) + "\n", encoding="utf-8")

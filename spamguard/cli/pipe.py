@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import ClassVar
 
 import click
 
+from spamguard.errors import one_line
+from spamguard.plugins.headers import Buffer
 from spamguard.plugins.pipe import (
     DEFAULT_MAX_SIZE,
     DEFAULT_TIMEOUT,
     EX_OK,
     EX_TEMPFAIL,
     PipeSettings,
+    read_message,
     run_filter,
 )
 
@@ -35,7 +39,12 @@ class ByteSize(click.ParamType):
 
 class PassThroughOnUsageError(click.Command):
     """A typo in a procmail recipe must not cost mail: a usage error is reported on stderr, and the message
-    still goes through unchanged (exit 0), or the filter exits 75 when `--fail-closed` was among the arguments."""
+    still goes through unchanged (exit 0), or the filter exits 75 when `--fail-closed` was among the arguments.
+
+    Any other error the command itself does not handle (the CLI group reports it as one line) exits 75: the
+    message may not have been written, and Postfix's pipe(8) bounces mail on any other non-zero status."""
+
+    error_exit_code = EX_TEMPFAIL
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -45,13 +54,15 @@ class PassThroughOnUsageError(click.Command):
             action = f"exit {EX_TEMPFAIL} (tempfail)" if fail_closed else "message passed through unchanged"
             click.echo(f"spamguard pipe: {exc.format_message().rstrip('.')}; {action}", err=True)
             if not fail_closed:
-                _write(sys.stdin.buffer.read())
+                _write([read_message(sys.stdin.buffer)])
             ctx.exit(EX_TEMPFAIL if fail_closed else EX_OK)
 
 
-def _write(data: bytes) -> None:
+def _write(pieces: Sequence[Buffer]) -> None:
+    """The pieces one after the other: big ones go from our buffer to the pipe without another copy."""
     out = sys.stdout.buffer
-    out.write(data)
+    for piece in pieces:
+        out.write(piece)
     out.flush()
 
 
@@ -105,7 +116,11 @@ def pipe(
     """Read one message on stdin, write it to stdout with X-Spam-Flag, X-Spam-Status and X-Spamguard headers.
 
     Exit 0 always, unless --fail-closed and scoring failed (then 75)."""
-    raw = sys.stdin.buffer.read()
+    try:
+        raw = read_message(sys.stdin.buffer)
+    except (OSError, MemoryError) as exc:  # nothing to pass through: only the MTA still has the message
+        click.echo(f"spamguard pipe: cannot read the message: {one_line(exc)}; exit {EX_TEMPFAIL} (tempfail)", err=True)
+        sys.exit(EX_TEMPFAIL)
     settings = PipeSettings(
         model=model,
         precision=precision,

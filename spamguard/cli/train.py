@@ -39,8 +39,8 @@ class TrainableType(click.ParamType):
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
-    help="SMS Spam Collection file (ham|spam<TAB>text), or a folder holding ham/ and spam/ mail; default: "
-    "download the SMS collection from UCI (unless mail is given).",
+    help="An SMS file (ham|spam<TAB>text lines), or a folder holding ham/ and spam/ mail. Without --data, --ham, "
+    "--spam and --corpus: the SMS Spam Collection and the SpamAssassin public corpus (downloaded once).",
 )
 @click.option(
     "--ham",
@@ -57,14 +57,22 @@ class TrainableType(click.ParamType):
 @click.option("--corpus", is_flag=True, help="Also train on the corrections stored by 'spamguard learn'.")
 @click.option(
     "--max-fpr",
-    type=float,
-    help="Choose the threshold on validation: the lowest whose false-positive rate is at most this (e.g. 0.01).",
+    multiple=True,
+    metavar="[KIND=]F",
+    help="Choose each kind's threshold on its own validation part: the lowest whose false-positive rate is at "
+    "most F (e.g. 0.01). KIND=F (mail or sms) for one kind; repeatable.",
 )
-@click.option("--threshold", type=float, help="A fixed threshold instead (default: 0.5).")
+@click.option(
+    "--threshold",
+    multiple=True,
+    metavar="[KIND=]T",
+    help="A fixed threshold instead (default: 0.5); KIND=T for one kind; repeatable.",
+)
 @click.option(
     "--unsure",
-    metavar="LOW,HIGH",
-    help="Unsure band (check exits 2 for scores in it); must contain the threshold.",
+    multiple=True,
+    metavar="[KIND=]LOW,HIGH",
+    help="Unsure band (check exits 2 for scores in it); must contain the threshold; KIND=LOW,HIGH for one kind.",
 )
 @click.option(
     "--tokenizer",
@@ -96,11 +104,12 @@ class TrainableType(click.ParamType):
 )
 @click.option("--seed", type=int, default=123, show_default=True, help="Seeds the split, the head and the data order.")
 @click.option(
-    "--precision",
+    "--prefix-precision",
     type=click.Choice(["auto", "fp32", "bf16"]),
     default="auto",
     show_default=True,
-    help="Of the frozen prefix pass; auto: bf16 where the CPU has native bf16, else fp32.",
+    help="Of the frozen prefix pass (the bundle is fp32/int8 either way); auto: bf16 only where the CPU has AMX "
+    "and a short timing shows bf16 faster, else fp32.",
 )
 @click.option(
     "--out",
@@ -121,9 +130,9 @@ def train(
     ham: tuple[Path, ...],
     spam: tuple[Path, ...],
     corpus: bool,
-    max_fpr: float | None,
-    threshold: float | None,
-    unsure: str | None,
+    max_fpr: tuple[str, ...],
+    threshold: tuple[str, ...],
+    unsure: tuple[str, ...],
     tokenizer: Path | None,
     trainable: str,
     epochs: int,
@@ -131,7 +140,7 @@ def train(
     lr: float,
     max_tokens: int,
     seed: int,
-    precision: str,
+    prefix_precision: str,
     out: Path | None,
     name: str | None,
     threads: int | None,
@@ -139,24 +148,23 @@ def train(
 ) -> None:
     """Fine-tune GPT-2 to tell spam from ham and export it as a model bundle.
 
-    SMS alone (--data, or the UCI download): repeated texts removed, ham undersampled to the spam count (the
-    book's balanced protocol), split 70/10/20. With mail (--ham, --spam, --corpus; SMS --data may be mixed in):
-    texts deduplicated across all sources, a stratified 70/10/20 split that keeps the real ham:spam ratio and
-    both classes in every part, and the loss weighted by class from the training split instead of throwing ham
-    away (the validation ham is what --max-fpr is measured on)."""
-    from spamguard.thresholds import check_options, parse_unsure, threshold_rule
+    The default data holds both kinds of message, SMS (the UCI SMS Spam Collection) and mail (the SpamAssassin
+    public corpus), downloaded once into the data sets folder; --data, --ham, --spam and --corpus replace it.
+    Whatever the data: texts deduplicated across all sources, each message's kind (mail or sms) decided as the
+    runtime decides it, a 70/10/20 split stratified by kind and label that keeps the real ham:spam ratio of each
+    kind and both labels in every part, the loss weighted per kind and label from the training split, and a
+    threshold per kind chosen on that kind's validation part."""
+    from spamguard.thresholds import kind_options, threshold_rule
 
-    band = parse_unsure(unsure) if unsure is not None else None
-    check_options(max_fpr=max_fpr, threshold=threshold, unsure=band)
+    options = kind_options(max_fpr=max_fpr, threshold=threshold, unsure=unsure)
 
-    from spamguard.training.own_mail import Sources, run_on_sources
-    from spamguard.training.pipeline import Job, run
+    from spamguard.training.pipeline import Job
     from spamguard.training.recipe import TrainSettings
+    from spamguard.training.sources import Sources, train_on_sources
 
     job = Job(
         base=base,
         weights=weights,
-        data=data,
         tokenizer=tokenizer,
         max_tokens=max_tokens,
         out=out,
@@ -164,12 +172,13 @@ def train(
         install=install,
         threads=threads,
         recipe=TrainSettings(
-            trainable=trainable, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
+            trainable=trainable,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            prefix_precision=prefix_precision,
         ),
     )
-    rule = threshold_rule(max_fpr=max_fpr, threshold=threshold, unsure=band, log=click.echo)
-    sources = Sources(data=data, ham=ham, spam=spam, corpus=corpus)
-    if sources.has_mail:
-        run_on_sources(job, sources, threshold_rule=rule, log=click.echo)
-    else:
-        run(job, threshold_rule=rule, log=click.echo)
+    rule = threshold_rule(options, log=click.echo)
+    train_on_sources(job, Sources(data=data, ham=ham, spam=spam, corpus=corpus), threshold_rule=rule, log=click.echo)

@@ -60,3 +60,31 @@ def test_mail_protocol_is_stratified_deduplicated_and_keeps_raw_paths() -> None:
     assert all(c["ham"] > 0 and c["spam"] > 0 for c in counts)
     assert sum(c["spam"] for c in counts) == 246 and sum(c["ham"] for c in counts) == 1238
     assert all(Path(e.source).is_file() for e in p3.test)
+
+
+class _Stub:
+    """Scores a message by its label and kind, so each kind's operating point differs."""
+
+    name = "stub"
+    default_threshold = 0.5
+
+    def fit(self, train: list, validation: list) -> None:
+        pass
+
+    def score(self, examples: list) -> np.ndarray:
+        return np.array([(0.6 if e.label else 0.2) + (0.3 if e.kind == "mail" else 0.0) for e in examples])
+
+
+def test_mixed_protocol_is_split_by_kind_and_reported_per_kind() -> None:
+    from accuracy.evaluate import evaluate
+
+    p4 = build("P4", 123, sms_file=SMS_FILE, mail_dir=MAIL_DIR)
+    assert p4.kinds() == ["mail", "sms"]
+    assert all(c["ham"] and c["spam"] for kind in p4.counts_by_kind().values() for c in kind.values())
+    results = evaluate(_Stub(), p4, "P4", 0)
+    assert [r.protocol for r in results] == ["P4 mail", "P4 sms"]
+    for result, kind in zip(results, ("mail", "sms"), strict=True):
+        assert len(result.test_labels) == sum(e.kind == kind for e in p4.test)
+        assert result.at_fpr[0.005]["recall"] == 1.0 and result.at_fpr[0.005]["fpr"] == 0.0  # each kind's own
+    mail, sms = results
+    assert (mail.default["fpr"], sms.default["fpr"]) == (1.0, 0.0)  # at one threshold mail ham (0.5) is flagged

@@ -18,7 +18,7 @@ from spamguard.corpus import corpus_dir, learn
 from spamguard.datasets import HAM
 from spamguard.metrics import threshold_for_fpr
 from spamguard.training.imbalance import class_weights
-from spamguard.training.own_mail import Sources, mail_splits
+from spamguard.training.sources import Sources, read_splits
 
 from conftest import BPE_DIR, MAIL_DIR
 
@@ -45,7 +45,7 @@ def test_train_on_maildir_mbox_and_corpus(base: Path, tmp_path: Path, one_thread
     inbox = make_maildir(tmp_path / "Maildir", ham_mails)
     junk = make_mbox(tmp_path / "junk.mbox", [*spam_mails, spam_mails[0]])  # one repeated
     learn(spam_mails[1].read_bytes(), "spam")  # a correction that repeats a message of the mbox
-    learn(b"Lunch at noon? The usual place.", "ham")
+    learn(sorted((MAIL_DIR / "ham").iterdir())[N_HAM].read_bytes(), "ham")
 
     out = tmp_path / "bundle"
     result = invoke(
@@ -62,17 +62,19 @@ def test_train_on_maildir_mbox_and_corpus(base: Path, tmp_path: Path, one_thread
         f"ham {inbox} (maildir): read {N_HAM}, used {N_HAM}, duplicates 0, conflicts 0, skipped 0",
         f"spam {junk} (mbox): read {N_SPAM + 1}, used {N_SPAM - 1}, duplicates 2, conflicts 0, skipped 0",
     ]
-    assert lines[4].startswith(f"data: {N_HAM + N_SPAM + 1} messages after removing repeated texts, stratified")
-    assert any(line.startswith("imbalance: class weights from the training split, ham ") for line in lines)
+    assert lines[4].startswith(f"data: {N_HAM + N_SPAM + 1} messages after removing repeated texts (read in ")
+    assert "split 70/10/20 by kind and label (seed 123): mail: train " in lines[4]
+    assert any(
+        line.startswith("imbalance: loss weights per kind and label from the training split: mail ham ")
+        for line in lines
+    )
 
     bundle = load_bundle(out)
     m = bundle.manifest
-    splits, weights, _ = mail_splits(
-        Sources(ham=(inbox,), spam=(junk,), corpus=True), 123, log=lambda _: None
-    )  # the same seeded split again
-    assert weights == pytest.approx(class_weights(splits.train))
-    assert m["training"]["class_weights"] == pytest.approx(list(weights)) and m["training"]["balanced"] is False
-    assert m["training"]["split"] == splits.counts()
+    splits, _ = read_splits(Sources(ham=(inbox,), spam=(junk,), corpus=True), 123, log=lambda _: None)  # again
+    weights = class_weights(splits.train)
+    assert m["training"]["class_weights"] == {"mail": pytest.approx(list(weights["mail"]))}
+    assert m["training"]["split"] == splits.counts() and list(m["training"]["split_by_kind"]) == ["mail"]
     assert all(c["ham"] and c["spam"] for c in splits.counts().values())
     assert f"maildir {inbox} (ham, {N_HAM} used)" in m["training"]["data"]
 
@@ -80,14 +82,16 @@ def test_train_on_maildir_mbox_and_corpus(base: Path, tmp_path: Path, one_thread
     clf = Classifier.load(out, precision="fp32")
     labels = np.array([e.label for e in splits.validation])
     scores = np.array(clf.score_texts(e.text for e in splits.validation))
-    choice = m["threshold_choice"]
-    assert m["threshold"] == pytest.approx(threshold_for_fpr(labels, scores, 0.0))
+    choice = m["threshold_choice"]["mail"]
+    assert m["thresholds"]["mail"]["threshold"] == m["threshold"] == pytest.approx(threshold_for_fpr(labels, scores, 0))
     assert (choice["method"], choice["target_fpr"], choice["fpr"], choice["fp"]) == ("max_fpr", 0.0, 0.0, 0)
     assert choice["n_ham"] == int(np.sum(labels == HAM)) and choice["split"] == "validation"
-    low, high = m["unsure"]
+    low, high = m["thresholds"]["mail"]["unsure"]
+    assert [low, high] == m["unsure"]
     assert low <= m["threshold"] <= high and low <= 0.2 and high >= 0.9
-    assert m["metrics"]["validation"]["fp"] == 0
-    assert f"threshold {m['threshold']:.6g} (max FPR 0; on validation: FPR 0 on {choice['n_ham']} ham" in result.stdout
+    assert m["metrics"]["validation"]["fp"] == m["metrics"]["by_kind"]["mail"]["validation"]["fp"] == 0
+    expected = f"mail: threshold {m['threshold']:.6g} (max FPR 0; on validation: FPR 0 on {choice['n_ham']} ham"
+    assert expected in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -108,6 +112,16 @@ def test_train_on_maildir_mbox_and_corpus(base: Path, tmp_path: Path, one_thread
             ["--threshold", "0.95", "--unsure", "0.3,0.9"],
             "the threshold 0.95 lies outside the unsure band 0.3,0.9: choose a band that contains it",
         ),
+        (["--max-fpr", "email=0.1"], "--max-fpr email=0.1: unknown kind 'email' (use mail or sms)"),
+        (["--threshold", "sms=0.5", "--threshold", "sms=0.6"], "--threshold is given twice for sms"),
+        (["--max-fpr", "0.1", "--max-fpr", "0.2"], "--max-fpr is given twice for every kind"),
+        (["--threshold", "sms=high"], "--threshold expects a number or KIND=NUMBER, got 'high'"),
+        (["--max-fpr", "sms=0.1", "--threshold", "sms=0.5"], "sms: give --max-fpr or --threshold, not both"),
+        (["--max-fpr", "mail=1.5"], "mail: --max-fpr must be at least 0 and below 1, got 1.5"),
+        (
+            ["--unsure", "mail=0.6,0.9"],
+            "mail: the threshold 0.5 lies outside the unsure band 0.6,0.9: choose a band that contains it",
+        ),
     ],
 )
 def test_threshold_options_are_checked_before_anything_else(args: list[str], error: str) -> None:
@@ -119,12 +133,13 @@ def test_threshold_options_are_checked_before_anything_else(args: list[str], err
 
 def test_mail_source_errors(tmp_path: Path) -> None:
     missing = tmp_path / "Maildir"
-    result = invoke("--ham", str(missing), "--spam", str(tmp_path), "--weights", "random")
+    offline = ("--weights", "random", "--tokenizer", str(BPE_DIR))
+    result = invoke("--ham", str(missing), "--spam", str(tmp_path), *offline)
     assert (result.exit_code, result.stderr) == (1, f"Error: mail source not found: {missing}\n")
     ham = tmp_path / "ham"
     ham.mkdir()
     (ham / "1.eml").write_bytes(sorted((MAIL_DIR / "ham").iterdir())[0].read_bytes())
-    result = invoke("--ham", str(ham), "--weights", "random")
+    result = invoke("--ham", str(ham), *offline)
     assert result.stderr.splitlines()[-1] == (
         "Error: no spam to train on: add --spam PATH (a Maildir, an mbox or a folder of messages), --data FILE, "
         "or corrections with 'spamguard learn --spam'"

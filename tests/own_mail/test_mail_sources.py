@@ -244,3 +244,49 @@ def test_read_labelled_mixes_sms_file_folder_pair_and_sources_deduplicated(tmp_p
     ]
     with pytest.raises(DataError, match=r"^no data at .*nope: give an SMS TSV file or a folder with ham/ and spam/$"):
         read_labelled(data=tmp_path / "nope")
+
+
+def test_every_example_carries_the_kind_of_its_raw_message(tmp_path: Path) -> None:
+    """The kind is `message_kind` of what was read, not of the extracted text: a mail's text no longer starts
+    with headers, and an SMS that looks like a header line is still an SMS."""
+    sms = _write(
+        tmp_path / "sms.tsv",
+        b"ham\tSorry: can't talk now\nham\tFrom: Mom - call me asap\nspam\tSubject: WIN a prize, txt CLAIM to 80086\n"
+        b"ham\tRe: dinner? Date: Friday 8pm\n",
+    )
+    folder = tmp_path / "mixed"
+    _write(
+        folder / "mail.eml", make_message("From: the desk of the director", "a mail whose subject reads as a header")
+    )
+    _write(folder / "saved", b"From a@b Mon Sep  2 10:00:00 2002\n" + make_message("Saved", "with its envelope"))
+    _write(folder / "cmds", b"mv 00001.7c53336b 00001.7c53336b37003a9286aba55d2945844c\n")
+    phone = tmp_path / "phone"
+    _write(phone / "sms1.txt", b"Sorry: can't talk now, call you later\n")
+    _write(phone / "sms2.txt", "Re: dinner\n\nat 8? \u00e0 bient\u00f4t".encode())
+    _write(phone / "binary.bin", b"\x00\x01 no text")
+    _write(phone / "long.txt", b"word " * 5000)  # 25 kB of text: a README, not an SMS
+
+    examples, _ = read_labelled(data=sms)
+    assert [e.kind for e in examples] == ["sms"] * 4
+    assert read_labelled(ham=[phone])[0] == []  # training reads mail only from folders
+
+    examples, reports = read_labelled(ham=[folder, phone], sms_files=True)
+    kinds = {Path(e.source).name: e.kind for e in examples}
+    assert kinds == {"mail.eml": "mail", "saved": "mail", "sms1.txt": "sms", "sms2.txt": "sms"}
+    assert examples[0].text.startswith("From: the desk of the director")  # the subject, read as text
+    mixed, texts = reports
+    assert mixed.skipped == Counter({"not a mail message (no header block)": 1})  # beside mail, cmds is no SMS
+    assert texts.line().startswith(
+        f"ham {phone} (folder): read 4, used 2, duplicates 0, conflicts 0, skipped 2, kinds: mail 0, sms 2 ("
+    )
+    assert texts.to_dict()["kinds"] == {"mail": 0, "sms": 2} and mixed.to_dict()["kinds"] == {"mail": 2, "sms": 0}
+
+
+def test_an_example_made_from_bare_text_takes_the_kind_of_that_text() -> None:
+    from spamguard.datasets import Example
+
+    assert Example("Sorry: can't talk now", HAM).kind == "sms"
+    assert Example("From: a@b\nSubject: hi\n\nbody", SPAM).kind == "mail"
+    assert Example("hi", HAM, kind="mail").kind == "mail"  # a reader that knows the raw message says so
+    with pytest.raises(ValueError, match=r"^kind must be one of mail, sms, got 'fax'$"):
+        Example("hi", HAM, kind="fax")

@@ -5,7 +5,18 @@ import json
 import numpy as np
 import pytest
 
-from spamguard.thresholds import ThresholdError, check_unsure, choose_threshold, parse_unsure, threshold_rule
+from spamguard.metrics import threshold_for_fpr
+from spamguard.thresholds import (
+    ThresholdError,
+    ThresholdOptions,
+    check_unsure,
+    choose_threshold,
+    fallback,
+    kind_options,
+    parse_unsure,
+    threshold_rule,
+)
+from spamguard.training.package import Split, choose_per_kind, fixed_threshold
 
 # 1000 ham at 0.000, 0.001, ..., 0.999 and four spam: the answers below follow by counting.
 HAM = np.round(np.arange(1000) / 1000, 3)
@@ -122,11 +133,55 @@ def test_band_missing_the_fpr_threshold_is_widened_not_fatal() -> None:
 
 def test_threshold_rule_checks_options_before_training() -> None:
     with pytest.raises(ThresholdError, match=r"^the threshold 0.5 lies outside the unsure band 0.6,0.9"):
-        threshold_rule(unsure=(0.6, 0.9))  # the default threshold is known before training
+        threshold_rule(ThresholdOptions(unsure=(0.6, 0.9)))  # the default threshold is known before training
     with pytest.raises(ThresholdError, match=r"^give --max-fpr or --threshold, not both$"):
-        threshold_rule(max_fpr=0.1, threshold=0.5)
+        threshold_rule(ThresholdOptions(max_fpr=0.1, threshold=0.5))
     logged: list[str] = []
-    rule = threshold_rule(max_fpr=0.002, unsure=(0.6, 0.999), log=logged.append)
-    threshold, record = rule(LABELS, SCORES)
+    rule = threshold_rule(ThresholdOptions(max_fpr=0.002, unsure=(0.6, 0.999)), log=logged.append)
+    threshold, record = rule("mail", LABELS, SCORES)
     assert 0.997 < threshold <= 0.998 and record["unsure"]["low"] == 0.6 and record["fp"] == 2
-    assert logged == [choose_threshold(LABELS, SCORES, max_fpr=0.002, unsure=(0.6, 0.999)).describe()]
+    assert record["kind"] == "mail"
+    assert logged == ["mail: " + choose_threshold(LABELS, SCORES, max_fpr=0.002, unsure=(0.6, 0.999)).describe()]
+
+
+def test_options_per_kind_resolve_the_most_specific_value() -> None:
+    options = kind_options(max_fpr=["0.01"], threshold=["sms=0.7"], unsure=["0.2,0.9", "mail=0.001,0.999"])
+    assert options == {
+        "mail": ThresholdOptions(max_fpr=0.01, threshold=None, unsure=(0.001, 0.999)),
+        "sms": ThresholdOptions(max_fpr=None, threshold=0.7, unsure=(0.2, 0.9)),
+    }
+    assert kind_options() == dict.fromkeys(("mail", "sms"), ThresholdOptions())
+    assert kind_options(max_fpr=["mail=0.001", "0.01"])["sms"] == ThresholdOptions(max_fpr=0.01)
+
+
+def test_each_kind_gets_the_threshold_its_own_validation_part_gives() -> None:
+    """--max-fpr holds on each kind's own validation ham: mail ham scores high, SMS ham low, so a threshold
+    chosen on the two pooled would pass more mail ham than the target allows."""
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(400), np.ones(100), np.zeros(400), np.ones(100)].astype(int)
+    scores = np.r_[
+        rng.uniform(0.3, 0.8, 400), rng.uniform(0.7, 1, 100), rng.uniform(0, 0.4, 400), rng.uniform(0.5, 1, 100)
+    ]
+    kinds = np.array(["mail"] * 500 + ["sms"] * 500)
+    validation = Split([[1]] * 1000, labels, kinds)
+    chosen = choose_per_kind(threshold_rule(ThresholdOptions(max_fpr=0.01), log=lambda _: None), validation, scores)
+    for kind in ("mail", "sms"):
+        mask = kinds == kind
+        assert chosen[kind].threshold == threshold_for_fpr(labels[mask], scores[mask], 0.01)
+        assert chosen[kind].choice["n_ham"] == 400 and chosen[kind].choice["fp"] <= 4
+    assert chosen["mail"].threshold > 0.75 > 0.45 > chosen["sms"].threshold
+    pooled = threshold_for_fpr(labels, scores, 0.01)
+    mail_ham = scores[(kinds == "mail") & (labels == 0)]
+    assert np.mean(mail_ham >= pooled) > 0.01  # one threshold for both: mail ham spends the FPR budget of both
+    fixed = choose_per_kind(fixed_threshold(0.6), validation, scores)
+    assert {k: (t.threshold, t.unsure, t.choice) for k, t in fixed.items()} == {
+        "mail": (0.6, None, None),
+        "sms": (0.6, None, None),
+    }
+
+
+def test_fallback_is_the_strictest_kind() -> None:
+    assert fallback({"mail": (0.9, None), "sms": (0.5, None)}) == (0.9, None)
+    assert fallback({"mail": (0.9, None), "sms": (0.5, (0.2, 0.8))}) == (0.9, (0.2, 0.9))
+    assert fallback({"mail": (0.7, (0.5, 0.95)), "sms": (0.5, (0.2, 0.8))}) == (0.7, (0.2, 0.95))
+    assert fallback({"sms": (0.4, None)}) == (0.4, None)

@@ -40,7 +40,7 @@ def sms_score(tiny_bundle: Path) -> float:
 def test_check_stdin_spam_and_ham_exit_codes(installed: Path, sms_score: float) -> None:
     spam = run("check", "--threshold", "0", input=SMS + "\n")
     assert spam.exit_code == 0
-    assert spam.stdout == f"stdin: spam score={sms_score:.4f} threshold=0.0000 model=tiny\n"
+    assert spam.stdout == f"stdin: spam score={sms_score:.4f} threshold=0.0000 kind=sms model=tiny\n"
     ham = run("check", "--threshold", "1", input=SMS)
     assert ham.exit_code == 1 and ham.stdout.startswith("stdin: ham ")
 
@@ -60,9 +60,10 @@ def test_check_json_and_files(installed: Path, tmp_path: Path, sms_score: float)
     result = run("check", "--json", "--threshold", "0", str(tmp_path / "a.txt"), str(mail))
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.exit_code == 0
-    assert lines[0] == {"input": str(tmp_path / "a.txt"), "label": "spam", "score": sms_score, "threshold": 0.0,
-                        "model": "tiny"}  # fmt: skip
+    assert lines[0] == {"input": str(tmp_path / "a.txt"), "kind": "sms", "label": "spam", "score": sms_score,
+                        "threshold": 0.0, "model": "tiny"}  # fmt: skip
     assert lines[1]["input"] == str(mail) and lines[1]["score"] == Classifier.load(installed).score(mail.read_bytes())
+    assert lines[1]["kind"] == "mail"
 
 
 def test_check_several_files_combine_exit_codes(installed: Path, tmp_path: Path) -> None:
@@ -167,18 +168,21 @@ def test_eval_on_sms_tsv(installed: Path, tmp_path: Path) -> None:
     labels = [int(line.startswith("spam")) for line in lines]
     scores = Classifier.load(installed).score_batch(line.split("\t", 1)[1] for line in lines)
     expected = binary_metrics(labels, scores, 0.5)
-    assert {k: figures[k] for k in expected} == expected
+    assert figures["by_kind"] == {"sms": expected}
+    assert {k: figures[k] for k in expected if k != "threshold"} == {
+        k: v for k, v in expected.items() if k != "threshold"
+    }
     assert (figures["ham"], figures["spam"], figures["precision_used"]) == (labels.count(0), labels.count(1), "int8")
     text = run("eval", "--data", str(data), "--threshold", "0").stdout.splitlines()
-    assert (
-        text[0]
-        == f"model tiny (int8) on {data}: 40 messages ({labels.count(0)} ham, {labels.count(1)} spam), threshold 0.0000"
-    )
-    spam_share = labels.count(1) / 40
+    n_ham, n_spam = labels.count(0), labels.count(1)
+    assert text[0] == f"model tiny (int8) on {data}: 40 messages ({n_ham} ham, {n_spam} spam)"
+    spam_share = n_spam / 40
     assert text[1] == (
-        f"accuracy {spam_share:.4f}  precision {spam_share:.4f}  recall 1.0000  "
-        f"f1 {2 * spam_share / (1 + spam_share):.4f}  false-positive rate 1.0000"
+        f"sms: 40 messages ({n_ham} ham, {n_spam} spam), threshold 0.0000: accuracy {spam_share:.4f}  precision "
+        f"{spam_share:.4f}  recall 1.0000  f1 {2 * spam_share / (1 + spam_share):.4f}  false-positive rate 1.0000  "
+        f"(tp {n_spam}  fp {n_ham}  tn 0  fn 0)"
     )
+    assert text[2].startswith("scored in ")  # one kind: no overall line
 
 
 def test_eval_on_mail_folders(installed: Path, tmp_path: Path) -> None:
@@ -194,8 +198,8 @@ def test_eval_on_mail_folders(installed: Path, tmp_path: Path) -> None:
     assert (figures["n"], figures["ham"], figures["spam"], figures["precision_used"]) == (10, 5, 5, "fp32")
     assert result.stderr.splitlines()[1] == (
         f"spam {tmp_path / 'spam'} (folder): read 7, used 5, duplicates 0, conflicts 0, skipped 2 "
-        f"(not a mail message (no header block): 1, e.g. {tmp_path / 'spam' / 'cmds'}, "
-        f"unreadable (dangling symlink): 1, e.g. {tmp_path / 'spam' / 'gone'})"
+        f"(unreadable (dangling symlink): 1, e.g. {tmp_path / 'spam' / 'gone'}, "
+        f"not a mail message (no header block): 1, e.g. {tmp_path / 'spam' / 'cmds'})"  # beside mail: no SMS
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 from spamguard.bundle import load_bundle
 from spamguard.errors import BundleError, TokenizerError
 from spamguard.paths import models_dir
-from spamguard.training.package import Exported, fixed_threshold, package, parity_batch
+from spamguard.training.package import Exported, KindThreshold, fixed_threshold, package, parity_batch
 from spamguard.training.pipeline import Job, plan_output, tokenizer_files
 from spamguard.training.weights import BaseModel
 
@@ -82,17 +82,20 @@ def test_parity_batch_spans_the_lengths() -> None:
 
 
 def test_fixed_threshold_rule() -> None:
-    assert fixed_threshold(0.7)(np.array([0, 1]), np.array([0.1, 0.9])) == (0.7, None)
+    assert fixed_threshold(0.7)("sms", np.array([0, 1]), np.array([0.1, 0.9])) == (0.7, None)
 
 
-def test_package_records_the_chosen_threshold_and_band(tmp_path: Path) -> None:
+def test_package_records_a_threshold_per_kind_and_the_fallback(tmp_path: Path) -> None:
     onnx_file = tmp_path / "model.onnx"
     onnx_file.write_bytes(b"stand-in: write_bundle copies and hashes, the runtime tests load real models")
+    mail_choice = {"kind": "mail", "method": "max_fpr", "unsure": {"low": 0.2, "high": 0.8}}
     exported = Exported(
         fp32=onnx_file,
         int8=None,
-        threshold=0.31,
-        threshold_choice={"method": "max_fpr", "unsure": {"low": 0.2, "high": 0.8}},
+        thresholds={
+            "mail": KindThreshold(0.31, (0.2, 0.8), mail_choice),
+            "sms": KindThreshold(0.5, None, None),
+        },
         parity=3e-7,
         parity_lengths=[1, 40],
         agreement=0.98,
@@ -106,6 +109,14 @@ def test_package_records_the_chosen_threshold_and_band(tmp_path: Path) -> None:
         manifest={"name": "b", "max_tokens": 64},
     )
     m = load_bundle(bundle.path).manifest
-    assert (m["threshold"], m["unsure"], m["threshold_choice"]["method"]) == (0.31, [0.2, 0.8], "max_fpr")
+    assert m["thresholds"] == {
+        "mail": {"threshold": 0.31, "unsure": [0.2, 0.8]},
+        "sms": {"threshold": 0.5, "unsure": None},
+    }
+    assert (m["threshold"], m["unsure"]) == (0.5, [0.2, 0.8])  # the strictest: sms's threshold, the widest band
+    assert m["threshold_choice"] == {"mail": mail_choice}
     assert m["models"] == {"fp32": "model.onnx"} and m["export"]["int8_included"] is False
     assert m["export"]["parity_max_abs_logit_diff"] == 3e-7
+    loaded = load_bundle(bundle.path)
+    assert (loaded.threshold_for("mail"), loaded.unsure_for("mail")) == (0.31, (0.2, 0.8))
+    assert (loaded.threshold_for("sms"), loaded.unsure_for("sms")) == (0.5, None)

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from spamguard.training import prefix_cache
 from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
-from spamguard.training.prefix_cache import build_cache, resolve_precision
+from spamguard.training.prefix_cache import build_cache
 from spamguard.training.recipe import (
     CachedData,
     TokenData,
@@ -134,16 +133,6 @@ def test_padding_rows_of_a_rebuilt_batch_are_zero(
     assert hidden.shape == (3, int(lengths.max()), CONFIG.n_embd) and hidden.dtype == torch.float32
     for row, n in enumerate(lengths.tolist()):
         assert torch.count_nonzero(hidden[row, n:]) == 0 and torch.count_nonzero(hidden[row, n - 1]) > 0
-
-
-def test_auto_precision_uses_bf16_only_where_native(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prefix_cache, "bf16_supported", lambda: False)
-    assert resolve_precision("auto") == "fp32"
-    monkeypatch.setattr(prefix_cache, "bf16_supported", lambda: True)
-    assert resolve_precision("auto") == "bf16"
-    assert resolve_precision("fp32") == "fp32"
-    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
-        resolve_precision("fp8")
 
 
 def test_bf16_prefix_stays_close_to_fp32(model: GPT2Classifier, examples: tuple[list[list[int]], np.ndarray]) -> None:

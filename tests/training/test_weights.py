@@ -86,7 +86,7 @@ def test_offline_without_cache_names_the_alternatives(monkeypatch: pytest.Monkey
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(WeightsError, match=r"--base PATH.*--weights random"):
+    with pytest.raises(WeightsError, match=r"--base FOLDER.*--weights random --tokenizer DIR"):
         fetch("gpt2")
 
 
