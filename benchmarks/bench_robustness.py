@@ -110,7 +110,12 @@ def train_spamguard(train: list[Example], validation: list[Example], args: argpa
         threads=args.threads,
         recipe=replace(TrainSettings(), trainable="all", epochs=args.epochs, lr=3e-4, seed=args.seed),
     )
-    report = run(job, Splits(train, validation, validation), data_source="robustness benchmark", log=print)
+    from spamguard.thresholds import kind_options, threshold_rule
+
+    # each kind's threshold chosen on its validation part as `spamguard train --max-fpr` does (default: 0.5)
+    rule = threshold_rule(kind_options(max_fpr=args.max_fpr), log=print)
+    splits = Splits(train, validation, validation)
+    report = run(job, splits, data_source="robustness benchmark", threshold_rule=rule, log=print)
     return Classifier.load(report.bundle)
 
 
@@ -147,6 +152,7 @@ def main() -> int:
     parser.add_argument("--n-embd", type=int, default=256)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max-fpr", action="append", default=[], help="as spamguard train --max-fpr (repeatable)")
     parser.add_argument("--no-baselines", action="store_true")
     args = parser.parse_args()
     args.data = args.data or datasets_dir()
