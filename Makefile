@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install train test bench bench-accuracy bench-training bench-own-mail bench-cross-kind lint format
+.PHONY: install train test bench bench-accuracy bench-training bench-own-mail bench-cross-kind bench-robustness \
+	text-unchanged lookalikes lint format
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +69,21 @@ CROSS_KIND_ARGS ?= --threads 1
 bench-cross-kind:
 	SPAMGUARD_HOME=$(CROSS_KIND_OUT)/home \
 		$(PY) benchmarks/cross_kind.py --out $(CROSS_KIND_OUT) $(CROSS_KIND_ARGS)
+
+# Spam in disguise (homoglyphs, zero-width, soft hyphens, full width, comment-split words, hidden padding,
+# leetspeak, all): recall of spamguard trained with and without normalization and of the baselines (docs/robustness.md).
+ROBUSTNESS_OUT ?= docs/robustness
+bench-robustness:
+	$(PY) benchmarks/bench_robustness.py --out $(ROBUSTNESS_OUT)
+
+# How many messages of the full data sets normalization changes, and how.
+text-unchanged:
+	$(PY) benchmarks/text_unchanged.py
+
+# Regenerate spamguard/lookalikes.py from the confusable_homoglyphs package's Unicode data (after upgrading it).
+lookalikes:
+	$(PY) tools/make_lookalikes.py
+	$(VENV)/bin/ruff format spamguard/lookalikes.py
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -19,7 +19,7 @@ import numpy as np
 
 from spamguard.bundle import PRECISIONS, Bundle
 from spamguard.errors import BundleError, SpamguardError
-from spamguard.message_text import message_text
+from spamguard.message_text import TEXT_VERSION, message_text
 from spamguard.padding import pad_batch
 from spamguard.registry import open_model
 from spamguard.tokenizer import encode, load_encoding
@@ -129,6 +129,18 @@ def _verified_encoding(bundle: Bundle, precision: str) -> tiktoken.Encoding:
         raise BundleError(f"corrupt bundle {bundle.path}: {exc}") from exc
 
 
+def _check_text_version(bundle: Bundle) -> None:
+    """A model reads messages as the text it was trained on; another text version would score it blind."""
+    version = bundle.manifest.get("text_version", 1)  # bundles from before text versions: version 1
+    if isinstance(version, bool) or version != TEXT_VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > TEXT_VERSION
+        fix = "upgrade spamguard (pip install -U spamguard)" if newer else "retrain the model (spamguard train)"
+        raise BundleError(
+            f"bundle {bundle.path} was trained on text version {version!r}, this spamguard reads messages as "
+            f"version {TEXT_VERSION}: {fix}"
+        )
+
+
 class Classifier:
     """A loaded model: `Classifier.load()` once, then `score_batch`/`classify` from any number of threads."""
 
@@ -158,6 +170,7 @@ class Classifier:
         import onnxruntime as ort  # here, not at import: `import spamguard` stays cheap
 
         bundle = open_model(model, verify=False)
+        _check_text_version(bundle)
         positions = bundle.manifest.get("model_config", {}).get("n_positions")
         if isinstance(positions, int) and bundle.max_tokens > positions:
             raise BundleError(

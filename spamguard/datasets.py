@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spamguard.errors import DataError
-from spamguard.message_text import KINDS, message_kind
+from spamguard.message_text import KINDS, message_kind, message_text
 
 HAM, SPAM = 0, 1
 LABELS = {"ham": HAM, "spam": SPAM}
@@ -25,7 +25,7 @@ LABEL_NAMES = ("ham", "spam")  # indexed by label
 
 @dataclass(frozen=True)
 class Example:
-    text: str  # what the model reads: `message_text` of a mail, or an SMS as it is
+    text: str  # what the model reads: `message_text` of a mail or an SMS (normalized either way)
     label: int  # HAM or SPAM
     source: str = ""  # where it came from (a file and line, a mail file, `mbox#N`), for reports
     # MAIL or SMS: `message_kind` of the raw input. Readers of mail pass it; left out, the text is taken to be
@@ -63,7 +63,8 @@ def read_sms_tsv(path: Path) -> list[Example]:
         if not tab or label not in LABELS:
             shown = line[:40] + ("..." if len(line) > 40 else "")
             raise DataError(f"{path}:{number}: expected 'ham<TAB>text' or 'spam<TAB>text', got {shown!r}")
-        examples.append(Example(message, LABELS[label], f"{path.name}:{number}", message_kind(message)))
+        # The text the model reads: an SMS goes through the same normalization as a mail (`message_text`).
+        examples.append(Example(message_text(message), LABELS[label], f"{path.name}:{number}", message_kind(message)))
     if not examples:
         raise DataError(f"{path} holds no messages")
     return examples

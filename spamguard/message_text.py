@@ -3,8 +3,10 @@
 
 What the model sees of a mail: the decoded Subject, a blank line, then the text/plain parts (decoded by
 transfer encoding and charset); the text of the HTML parts only when there is no plain text. Attachments,
-images and other non-text parts are skipped. Decoding never fails: bad bytes become U+FFFD, an unknown charset
-falls back to UTF-8 or Windows-1252, broken base64 yields what can be read of it.
+images and other non-text parts are skipped; of HTML only what a reader sees is kept (`spamguard.html_text`),
+and every text, an SMS too, is normalized to the letters a reader sees (`spamguard.normalize`). Decoding never
+fails: bad bytes become U+FFFD, an unknown charset falls back to UTF-8 or Windows-1252, broken base64 yields what
+can be read of it.
 
 Work is bounded whatever arrives: only the first `MAX_PARSE_BYTES` of a message are parsed, at most
 `MAX_PART_CHARS` of any part are decoded, and the text stops growing at `MAX_TEXT_CHARS` (a model reads at most
@@ -33,7 +35,9 @@ from collections.abc import Iterator
 from email.feedparser import BytesFeedParser, FeedParser
 from email.message import Message
 from email.policy import Compat32
-from html.parser import HTMLParser
+
+from spamguard.html_text import html_text
+from spamguard.normalize import normalize_text
 
 MAX_PARSE_BYTES = 1 << 20  # a 50 MB attachment costs the same as a 1 MB one: the text parts come first
 MAX_PART_CHARS = 256 * 1024  # of one part's encoded payload
@@ -44,6 +48,10 @@ MAX_MIME_DEPTH = 16  # nesting of multipart and message/* parts; real mail stays
 MAX_HEADER_CHARS = 16 * 1024  # of one header value (folded lines included)
 MAX_HEADER_PARAMS = 64  # `;`-separated parameters kept of a Content-* field
 _FEED_CHARS = 4096  # the parser is fed this much at a time, so it can stop soon after MAX_MIME_PARTS
+# The version of what this module makes of a message. A model is served only with the text version it was
+# trained on (the bundle manifest's "text_version"; a bundle without one was trained on version 1).
+# 1: the text as extracted; 2: normalized (`spamguard.normalize`) and without hidden HTML (`spamguard.html_text`).
+TEXT_VERSION = 2
 MAIL, SMS = "mail", "sms"  # the two kinds of message (see `message_kind`)
 KINDS = (MAIL, SMS)
 
@@ -62,10 +70,9 @@ _HEADER_SCAN_BYTES = 64 * 1024
 
 _BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")  # padding included: it is recomputed
 _BLANK_RUNS = re.compile(r"\n[ \t\r\f\v]*(?:\n[ \t\r\f\v]*)+")
-_SPACE_RUNS = re.compile(r"[ \t\r\f\v\xa0]+")
+_SPACE_RUNS = re.compile(r"[^\S\n]+")  # any white space but a line break: tabs, NBSP, ideographic spaces...
 _FOLD = re.compile(r"\r?\n(?=[ \t])")  # RFC 5322 2.2.3: a line break before whitespace is folding
 _LINE_BREAKS = re.compile(r"[\r\n]+")
-_HTML_SPACE = re.compile(r"\s+")
 _LINE_END = re.compile(r"\r\n|\r|\n")  # where Python's mail parser ends a line
 _LINE_END_BYTES = re.compile(_LINE_END.pattern.encode())
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -188,48 +195,6 @@ def _header_text(value: object) -> str:
     return _SPACE_RUNS.sub(" ", _LINE_BREAKS.sub(" ", "".join(text))).strip()
 
 
-class _HTMLText(HTMLParser):
-    """Visible text of an HTML part: tags dropped, entities decoded, script and style skipped, block elements
-    turned into line breaks so words of adjacent paragraphs do not run together."""
-
-    _BLOCKS = frozenset(
-        ["p", "div", "br", "hr", "tr", "td", "th", "li", "ul", "ol", "table", "blockquote", "pre", "title"]
-        + [f"h{level}" for level in range(1, 7)]
-    )
-    _HIDDEN = frozenset(("script", "style", "head", "noscript", "template"))
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.size = 0
-        self._hidden = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._HIDDEN:
-            self._hidden += 1
-        elif tag in self._BLOCKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._HIDDEN:
-            self._hidden = max(0, self._hidden - 1)
-        elif tag in self._BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._hidden and self.size < MAX_TEXT_CHARS:
-            data = _HTML_SPACE.sub(" ", data)  # in HTML a line break in the source is a space
-            self.parts.append(data)
-            self.size += len(data)
-
-
-def html_to_text(html: str) -> str:
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    return "".join(parser.parts)
-
-
 def _tidy(text: str) -> str:
     """Collapse the whitespace mail formatting leaves (CRLF, runs of blank lines, non-breaking spaces)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -256,7 +221,7 @@ def _leaves(message: Message) -> Iterator[Message]:
             stack.extend((child, depth + 1) for child in reversed(part.get_payload()))
 
 
-def _body_text(message: Message) -> str:
+def _body_text(message: Message, visible_only: bool) -> str:
     plain: list[str] = []
     html: list[str] = []
     size = 0
@@ -279,16 +244,21 @@ def _body_text(message: Message) -> str:
             break
     if plain:
         return "\n\n".join(plain)
-    return "\n\n".join(t for t in (_tidy(html_to_text(h)) for h in html) if t)
+    texts = (_tidy(html_text(h, max_chars=MAX_TEXT_CHARS, visible_only=visible_only)) for h in html)
+    return "\n\n".join(t for t in texts if t)
 
 
-def _subject(message: Message) -> str:
-    return _header_text(message.get("subject"))
+def _subject(message: Message, normalize: bool = True) -> str:
+    subject = _header_text(message.get("subject"))
+    return normalize_text(subject) if normalize else subject
 
 
-def _mail_text(message: Message) -> str:
-    subject = _subject(message)
-    body = _body_text(message)
+def _mail_text(message: Message, normalize: bool = True) -> str:
+    """Subject and body, each normalized on its own (`mail_subject` gives the same Subject)."""
+    subject = _subject(message, normalize)
+    body = _body_text(message, visible_only=normalize)
+    # (cut first: a body past twice the cap could never show, and normalization is linear in what it gets)
+    body = normalize_text(body[: 2 * MAX_TEXT_CHARS]) if normalize else body
     return "\n\n".join(t for t in (subject, body) if t)[:MAX_TEXT_CHARS]
 
 
@@ -377,20 +347,27 @@ def message_kind(raw: str | bytes | Message) -> str:
     return MAIL if looks_like_mail(head) else SMS
 
 
-def message_text(raw: str | bytes | Message) -> str:
+def message_text(raw: str | bytes | Message, *, normalize: bool = True) -> str:
     """The text the model reads for a mail (`bytes`, `str` or a parsed `Message`) or an SMS (any text that
-    does not start with a mail header block: it passes through unchanged but for the length cap)."""
+    does not start with a mail header block), as a reader sees it (`spamguard.normalize`, hidden HTML dropped).
+
+    `normalize=False` gives text version 1 (no normalization, hidden HTML kept): only the robustness benchmark
+    uses it, to measure what normalization buys against a model trained and served without it."""
     kind = message_kind(raw)
     if isinstance(raw, Message):
-        return _mail_text(raw)
+        return _mail_text(raw, normalize)
     if isinstance(raw, str):
         if kind == SMS:
-            return raw[:MAX_TEXT_CHARS]
-        return _mail_text(_parse(raw))
+            return _sms_text(raw[:MAX_TEXT_CHARS], normalize)
+        return _mail_text(_parse(raw), normalize)
     raw = bytes(raw[:MAX_PARSE_BYTES])
     if kind == SMS:
-        return _decode_bytes(raw[: MAX_TEXT_CHARS * 4], None)[:MAX_TEXT_CHARS]
-    return _mail_text(_parse(raw))
+        return _sms_text(_decode_bytes(raw[: MAX_TEXT_CHARS * 4], None)[:MAX_TEXT_CHARS], normalize)
+    return _mail_text(_parse(raw), normalize)
+
+
+def _sms_text(text: str, normalize: bool) -> str:
+    return normalize_text(text)[:MAX_TEXT_CHARS] if normalize else text
 
 
 def message_subject(raw: str | bytes | Message) -> str:

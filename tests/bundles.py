@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from spamguard.bundle import write_bundle
+from spamguard.message_text import TEXT_VERSION
 from spamguard.training.export import export_onnx
 from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
 from spamguard.training.quantize import quantize_int8
@@ -47,6 +48,7 @@ def make_bundle(
             "name": name,
             "threshold": threshold,
             "max_tokens": max_tokens,
+            "text_version": TEXT_VERSION,
             "base_model": "random-tiny",
             "model_config": config.to_dict(),
             **manifest,

@@ -22,6 +22,7 @@ import torch
 
 from spamguard import registry
 from spamguard.errors import BundleError, TokenizerError
+from spamguard.message_text import TEXT_VERSION
 from spamguard.paths import models_dir
 from spamguard.tokenizer import encode, load_encoding
 from spamguard.training.curves import plot_curves
@@ -362,6 +363,7 @@ def _manifest(
     return {
         "name": output.name,
         "max_tokens": job.max_tokens,
+        "text_version": TEXT_VERSION,  # the runtime serves this model only with the text it was trained on
         "base_model": base_model.name if base_model is not None else job.base,
         "model_config": model.config.to_dict(),
         "training": {

@@ -87,6 +87,40 @@ def deep_multipart_of_empty_lines(depth: int = 16, size: int = 1 << 20) -> bytes
     return nested_multipart(depth) + b"\n" * size
 
 
+def html_part(markup: bytes) -> bytes:
+    """An HTML-only mail of `markup` (what message_text reads through spamguard.html_text)."""
+    return HEAD + b"Content-Type: text/html; charset=utf-8\r\n\r\n" + markup
+
+
+def unclosed_tags(count: int = 100_000) -> bytes:
+    """200 KB of `<a` (68 s in html.parser, issue 10)."""
+    return html_part(b"<a" * count)
+
+
+def nested_tags(count: int = 100_000) -> bytes:
+    """Tags nested `count` deep (84 s in selectolax's HTML5 tree builder)."""
+    return html_part(b"<div>" * count + b"deep text")
+
+
+def styled_tags(count: int = 25_000) -> bytes:
+    """Distinct inline styles, each one read: the slowest path of html_text per tag."""
+    return html_part(b"".join(b"<span style='color:#%06x;font-size:%dpx'>w" % (i, 10 + i % 9) for i in range(count)))
+
+
+def entities(count: int = 200_000) -> bytes:
+    return html_part(b"&amp;" * count)
+
+
+def combining_marks(count: int = 500_000) -> bytes:
+    """A megabyte of combining marks (CPython's normalizer sorts a run of them in quadratic time)."""
+    return HEAD + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + b"a" + "\u0301\u0316".encode() * (count // 2)
+
+
+def mixed_script_words(count: int = 60_000) -> bytes:
+    """Latin words with Cyrillic look-alikes, every word classified by spamguard.normalize."""
+    return HEAD + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + "frее ".encode() * count
+
+
 BOMBS = {
     "nested multipart x1000": nested_multipart,
     "nested message/rfc822 x1000": nested_messages,
@@ -103,4 +137,10 @@ BOMBS = {
     "1 MiB of empty lines": empty_lines,
     "1 MiB of bare CRs": bare_cr_lines,
     "empty lines 16 deep": deep_multipart_of_empty_lines,
+    "html: 200 KB of <a": unclosed_tags,
+    "html: 100,000 nested tags": nested_tags,
+    "html: 25,000 distinct styles": styled_tags,
+    "html: 200,000 entities": entities,
+    "a megabyte of combining marks": combining_marks,
+    "60,000 mixed-script words": mixed_script_words,
 }

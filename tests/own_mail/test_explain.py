@@ -17,6 +17,7 @@ from spamguard.explain import (
     split_parts,
     visible_chars,
 )
+from spamguard.message_text import TEXT_VERSION
 
 from conftest import BPE_DIR, SMS_FILE
 
@@ -201,7 +202,7 @@ def trigger_bundle(trigger_onnx: Path, tmp_path_factory: pytest.TempPathFactory)
         models={"fp32": trigger_onnx},
         encoder_json=BPE_DIR / "encoder.json",
         vocab_bpe=BPE_DIR / "vocab.bpe",
-        manifest={"name": "trigger", "threshold": 0.5, "max_tokens": 120},
+        manifest={"name": "trigger", "threshold": 0.5, "max_tokens": 120, "text_version": TEXT_VERSION},
     )
     return bundle.path
 

@@ -158,6 +158,40 @@ def test_max_tokens_beyond_the_position_table_is_refused(tiny_bundle: Path, tmp_
         Classifier.load(copy)
 
 
+@pytest.mark.parametrize(
+    ("version", "fix"),
+    [
+        (None, "1, this spamguard reads messages as version 2: retrain the model (spamguard train)"),
+        (1, "1, this spamguard reads messages as version 2: retrain the model (spamguard train)"),
+        (3, "3, this spamguard reads messages as version 2: upgrade spamguard (pip install -U spamguard)"),
+        ("2", "'2', this spamguard reads messages as version 2: retrain the model (spamguard train)"),
+        (True, "True, this spamguard reads messages as version 2: retrain the model (spamguard train)"),
+    ],
+)
+def test_a_model_trained_on_another_text_version_is_refused(
+    tiny_bundle: Path, tmp_path: Path, version: object, fix: str
+) -> None:
+    """A model is served only with the text it was trained on; a bundle without `text_version` is version 1."""
+    from click.testing import CliRunner
+
+    from spamguard.cli import main
+
+    copy = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    assert manifest["text_version"] == 2
+    if version is None:
+        del manifest["text_version"]
+    else:
+        manifest["text_version"] = version
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    line = f"bundle {copy} was trained on text version {fix}"
+    with pytest.raises(BundleError) as caught:
+        Classifier.load(copy)
+    assert str(caught.value) == line
+    result = CliRunner().invoke(main, ["check", "--model", str(copy)], input="hello")
+    assert result.exit_code == 3 and result.stderr == f"Error: {line}\n"
+
+
 def test_score_texts_scores_extracted_text_without_extracting_it_again(clf: Classifier) -> None:
     from spamguard.message_text import message_text
 

@@ -1,0 +1,1 @@
+"""Robustness benchmark: spam in disguise against spamguard with and without normalization (`make bench-robustness`)."""

@@ -1,0 +1,152 @@
+"""Text as a reader sees it: the same letters however they were encoded.
+
+GPT-2's byte-level BPE reads code points, not glyphs: Cyrillic "а" for Latin "a", a zero-width space or a soft
+hyphen inside a word, full-width or mathematical-bold letters all turn one familiar spam word into a string of
+rare tokens, while the person reading sees the same word. `normalize_text` undoes those disguises:
+
+1. combining-mark runs longer than `MAX_MARKS` are cut (Unicode's stream-safe limit, UAX #15): no script needs
+   more, and CPython's normalizer sorts a run of marks by insertion, quadratic in its length;
+2. invisible format characters are removed: Unicode category Cf and the Default_Ignorable_Code_Point property
+   (zero-width spaces and joiners, bidi controls, soft hyphen, variation selectors, tag characters, fillers),
+   except the prepended concatenation marks (visible Arabic number signs) and ZWJ/ZWNJ next to letters of the
+   scripts whose spelling needs them (Arabic, Indic, emoji sequences);
+3. NFKC: full-width, ligature, mathematical and other compatibility forms become the plain characters (but
+   Thai/Lao SARA AM, and full-width punctuation beside CJK text, which those scripts write as a matter of course);
+4. letters of another script that imitate Latin letters (Unicode TR39 confusables, as the
+   `confusable_homoglyphs` package publishes them, generated into `spamguard.lookalikes`) become those Latin
+   letters, inside words that mix them with Latin letters, and in words made only of such look-alikes when no
+   neighbouring word is written in their script. A word written in another script (Russian, Greek, Chinese) stays
+   as it is, and so does a word that mixes Latin with letters that have no Latin look-alike ("Приветcafé" from
+   two joined encoded words).
+
+Leetspeak ("fr33") is left alone: digits inside Latin words are also "mp3", "4x4", "win32", "b2b", "covid19",
+order numbers and postcodes, and the model can learn the spam spellings from data (docs/robustness.md).
+
+The result is idempotent (normalizing twice changes nothing), so text that is already normalized (an `Example`
+from `spamguard.mail_sources`) can go through again. Time is linear in the text."""
+
+from __future__ import annotations
+
+import unicodedata
+from functools import cache
+
+import regex
+
+from spamguard.lookalikes import LATIN_LOOKALIKES
+
+MAX_MARKS = 30  # UAX #15 stream-safe text format: at most 30 non-starters in a row
+
+_LONG_MARK_RUNS = regex.compile(rf"(\p{{M}}{{{MAX_MARKS}}})\p{{M}}+")
+_JOINERS = "\u200c\u200d"
+# Format characters to drop, except the visible prepended concatenation marks and the two joiners (below).
+_FORMAT = regex.compile(
+    r"[[\p{Cf}\p{Default_Ignorable_Code_Point}]--[\p{Prepended_Concatenation_Mark}\u200c\u200d]]+", regex.V1
+)
+# ZWJ/ZWNJ carry meaning after letters of scripts that join (Arabic, Indic...) and inside emoji sequences;
+# after Latin, Common or Inherited characters (and at the start) they only split a word.
+_STRAY_JOINERS = regex.compile(
+    r"(?<![^\p{Script=Latin}\p{Script=Common}\p{Script=Inherited}]|\p{Extended_Pictographic}|\p{Emoji_Modifier})"
+    r"[\u200c\u200d]+"
+)
+# Words; scripts written without spaces between words (CJK, Thai...) are cut from Latin glued to them ("IT분야").
+_UNSPACED = r"\p{Han}\p{Hangul}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
+_WORDS = regex.compile(rf"[{_UNSPACED}]+|[^\W{_UNSPACED}]+")
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\u3001-\u303f"
+_WIDE_PUNCTUATION = r"\u3000\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65"
+_KEEP = regex.compile(rf"[\u0e33\u0eb3]+|(?<=[{_CJK}])[{_WIDE_PUNCTUATION}]+|[{_WIDE_PUNCTUATION}]+(?=[{_CJK}])")
+_TRANSLATION = str.maketrans(LATIN_LOOKALIKES)
+_LATIN_LETTER = regex.compile(r"\p{Script=Latin}")
+
+
+def normalize_text(text: str) -> str:
+    """`text` with the disguises above undone (see the module docstring for each step and why)."""
+    if text.isascii():
+        return text  # nothing to do: ASCII has no format characters, compatibility forms or other scripts
+    text = _LONG_MARK_RUNS.sub(r"\1", text)
+    text = _FORMAT.sub("", text)
+    text = _STRAY_JOINERS.sub("", text)
+    text = _nfkc(text)
+    if text.isascii():
+        return text
+    mapped = _unmask_words(text)
+    # A look-alike mapped next to a combining mark can compose with it ("а" + U+0301 -> "á").
+    return _nfkc(mapped) if mapped is not text else text
+
+
+def _nfkc(text: str) -> str:
+    """NFKC, except for the compatibility characters that other scripts write as a matter of course: Thai and
+    Lao SARA AM, and full-width punctuation and the ideographic space next to CJK text ("开会，请")."""
+    if not _KEEP.search(text):
+        return unicodedata.normalize("NFKC", text)
+    pieces, last = [], 0
+    for match in _KEEP.finditer(text):
+        pieces += [unicodedata.normalize("NFKC", text[last : match.start()]), match.group()]
+        last = match.end()
+    pieces.append(unicodedata.normalize("NFKC", text[last:]))
+    return "".join(pieces)
+
+
+_LATIN, _MIXED, _LOOKALIKE, _OTHER = "latin", "mixed", "lookalike", "other"
+
+
+@cache
+def _classes() -> tuple[regex.Pattern[str], regex.Pattern[str]]:
+    """Character classes of the look-alike letters and of the letters that are neither Latin nor look-alikes."""
+    lookalikes = "".join(regex.escape(c) for c in sorted(LATIN_LOOKALIKES))
+    return regex.compile(f"[{lookalikes}]"), regex.compile(rf"[\p{{L}}--\p{{Script=Latin}}--[{lookalikes}]]", regex.V1)
+
+
+def _kind(word: str) -> str | None:
+    """How a word is written: Latin, Latin mixed with look-alikes, only look-alikes, or another script; None
+    for a word without letters (numbers), which does not count as a neighbour."""
+    if word.isascii():
+        return _LATIN if any(c.isalpha() for c in word) else None
+    lookalike, other = _classes()
+    if other.search(word):
+        return _OTHER  # a letter that imitates nothing: this word is written in its own script
+    has_lookalike = lookalike.search(word) is not None
+    if _LATIN_LETTER.search(word):
+        return _MIXED if has_lookalike else _LATIN
+    return _LOOKALIKE if has_lookalike else None
+
+
+def _scripts(word: str) -> set[str]:
+    """The scripts of a word's letters, as the first word of their Unicode names ("CYRILLIC", "GREEK")."""
+    return {unicodedata.name(c, "").partition(" ")[0] for c in word if c.isalpha()}
+
+
+def _unmask_words(text: str) -> str:
+    table = _TRANSLATION
+    words = [(m.start(), m.end(), _kind(m.group())) for m in _WORDS.finditer(text)]
+    words = [w for w in words if w[2] is not None]
+    if not any(kind in (_MIXED, _LOOKALIKE) for _s, _e, kind in words):
+        return text
+    unmask = [kind == _MIXED for _s, _e, kind in words]
+    # A run of look-alike-only words is unmasked when words stand around it and none of them is written in the
+    # run's own script: "а" in "get а loan" or "ΙΤ" among Korean words, but not "с" in Russian "с другом".
+    index = 0
+    while index < len(words):
+        if words[index][2] != _LOOKALIKE:
+            index += 1
+            continue
+        end = index
+        while end < len(words) and words[end][2] == _LOOKALIKE:
+            end += 1
+        scripts = _scripts("".join(text[s:e] for s, e, _k in words[index:end]))
+        around = [words[i] for i in (index - 1, end) if 0 <= i < len(words)]
+        # a mixed word is a Latin word (its look-alikes are what is being undone)
+        if around and not any(kind == _OTHER and scripts & _scripts(text[s:e]) for s, e, kind in around):
+            for i in range(index, end):
+                unmask[i] = True
+        index = end
+    pieces = []
+    last = 0
+    for (start, end, _), flag in zip(words, unmask, strict=True):
+        if flag:
+            pieces.append(text[last:start])
+            pieces.append(text[start:end].translate(table))
+            last = end
+    if last == 0:
+        return text
+    pieces.append(text[last:])
+    return "".join(pieces)
