@@ -53,7 +53,14 @@ def test_reversible_disguise_gives_the_plain_text(name: str) -> None:
         if name == "full-width" and CJK.search(message_text(message)):
             continue  # full-width punctuation beside CJK text is how that text is written: normalize keeps it
         changed += disguised != message  # (a short SMS may have no word long enough to split)
-        assert message_text(disguised) == message_text(message), (name, index)
+        plain, seen = message_text(message), message_text(disguised)
+        if len(plain) == MAX_TEXT_CHARS:
+            # cut by the text cap: the disguise's longer encoded part may be cut sooner (MAX_PART_CHARS), but
+            # the head, all a model reads of it (at most 1,024 tokens), is the same
+            common = min(len(plain), len(seen))
+            assert common >= 16 * 1024 and seen[:common] == plain[:common], (name, index)
+        else:
+            assert seen == plain, (name, index)
     assert changed >= len(MAILS)
 
 
@@ -136,9 +143,16 @@ def test_committed_mail_changes_only_by_compatibility_forms() -> None:
     for path in MAILS:
         raw = path.read_bytes()
         plain, normalized = message_text(raw, normalize=False), message_text(raw)
-        if plain != normalized:
+        if plain != normalized and not CJK.search(plain):  # CJK keeps full-width punctuation (next test)
             expected = unicodedata.normalize("NFKC", plain.replace("\u00ad", ""))
             assert " ".join(normalized.split()) == " ".join(expected.split()), path.name
+
+
+def test_full_width_punctuation_stays_beside_cjk_and_goes_beside_latin() -> None:
+    """Full-width punctuation is how Chinese and Japanese text is written, not a disguise; among Latin letters
+    it is one, and NFKC undoes it."""
+    assert normalize_text("未承諾広告※灼熱！出会い，広場") == "未承諾広告※灼熱！出会い，広場"
+    assert normalize_text("ＦＲＥＥ ＭＯＮＥＹ！ Call now，") == "FREE MONEY! Call now,"
 
 
 @pytest.mark.parametrize(
