@@ -185,13 +185,14 @@ def test_a_peer_that_never_reads_our_replies(milter: Milter) -> None:
     buffers are full, the milter waits --read-timeout (2 s) for them to drain, then closes the connection."""
     with milter_socket(milter.address) as sock:
         sock.sendall(p.optneg_command(MTA_ACTIONS, MTA_PROTOCOL & ~p.SMFIP_NR_HDR))
-        sock.settimeout(15)
+        sock.settimeout(60)
         header = p.header_command(b"X-Ask", b" reply")
         start = time.monotonic()
-        with pytest.raises(OSError):  # the milter closed the connection; sending more fails
-            while time.monotonic() - start < 15:
+        # the milter closes the connection, so sending more fails; the bound only ends the loop if it never does
+        # (how soon the buffers fill depends on the machine's load, so the test does not time it)
+        with pytest.raises(OSError):
+            while time.monotonic() - start < 60:
                 sock.sendall(header * 1000)
-        assert time.monotonic() - start < 12
     wait_for(lambda: milter.lines("our replies unread for 2 s"), 5, "the log line")
     _assert_served(milter)
 
