@@ -61,8 +61,9 @@ def test_check_json_and_files(installed: Path, tmp_path: Path, sms_score: float)
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.exit_code == 0
     assert lines[0] == {"input": str(tmp_path / "a.txt"), "label": "spam", "score": sms_score, "threshold": 0.0,
-                        "model": "tiny"}  # fmt: skip
+                        "model": "tiny", "kind": "sms"}  # fmt: skip
     assert lines[1]["input"] == str(mail) and lines[1]["score"] == Classifier.load(installed).score(mail.read_bytes())
+    assert lines[1]["kind"] == "mail"
 
 
 def test_check_several_files_combine_exit_codes(installed: Path, tmp_path: Path) -> None:
@@ -139,9 +140,16 @@ def test_models_install_list_default_remove(tiny_bundle: Path, spamguard_home: P
     assert (
         run("models", "default", "nope").stderr == "Error: no installed model named 'nope' (installed: other, tiny)\n"
     )
-    assert run("models", "remove", "other").stdout == "removed other\n"
-    assert run("check", input=SMS).stderr == NO_MODEL  # the default was removed
+    assert run("models", "remove", "other").stdout == (
+        "removed other\nother was the default model; none is now: choose one with 'spamguard models default NAME' "
+        "(installed: tiny)\n"
+    )
+    assert run("check", input=SMS).stderr == (  # the default was removed, another model is left
+        "Error: no default model (installed: tiny): choose one with 'spamguard models default NAME', or pass --model\n"
+    )
     assert run("models", "remove", "other").stderr == "Error: no installed model named 'other'\n"
+    assert run("models", "remove", "tiny").stdout == "removed tiny\n"  # not the default: nothing more to say
+    assert run("check", input=SMS).stderr == NO_MODEL
 
 
 def test_models_install_refuses_a_corrupt_bundle(tiny_bundle: Path, tmp_path: Path) -> None:
