@@ -32,6 +32,7 @@ from typing import BinaryIO
 from spamguard.errors import SpamguardError
 from spamguard.message_text import looks_like_mail, message_text
 from spamguard.paths import data_dir
+from spamguard.safe_files import NotRegularFile, open_regular
 
 LABELS = ("ham", "spam")
 SUFFIX = ".eml"
@@ -107,9 +108,14 @@ def read_message_file(name: str, stdin: BinaryIO | None = None) -> bytes:
         path = Path(name)
         if path.is_dir():
             raise CorpusError(f"{name} is a folder: learn takes message files (spamguard train reads folders)")
-        try:
-            with open(path, "rb") as f:
+        try:  # a FIFO would block the open until a writer came, a device never ends: regular files only
+            f, _ = open_regular(path)
+            with f:
                 data = f.read(MAX_STORED_BYTES)
+        except NotRegularFile as exc:
+            raise CorpusError(
+                f"{name} is a {exc.kind}, not a message file (to learn from a pipe, give it as standard input)"
+            ) from exc
         except OSError as exc:
             raise CorpusError(f"cannot read {name}: {exc.strerror or exc}") from exc
     if not looks_like_mail(data):
