@@ -144,13 +144,14 @@ def _band(value: Any) -> tuple[float, float] | None:
 
 
 def _record(value: Any, fields: Mapping[str, Callable[[Any], Any]], what: str) -> dict[str, Any]:
-    """An object with exactly these keys, each parsed; a problem says under which key it lies."""
-    if not isinstance(value, dict) or set(value) - set(fields) or set(fields) - set(value):
+    """An object holding these keys, each parsed (a missing key is parsed as `null`); a problem says under which
+    key it lies. Other keys describe and are left alone."""
+    if not isinstance(value, dict):
         raise _Invalid(f"must be {what}, not {_show(value)}")
     parsed = {}
     for key, parse in fields.items():
         try:
-            parsed[key] = parse(value[key])
+            parsed[key] = parse(value.get(key))
         except _Invalid as exc:
             raise exc.under(key) from None
     return parsed
@@ -215,7 +216,7 @@ def _model_name(value: Any) -> str:
 def _labels(value: Any) -> list[str]:
     if value != LABELS:
         raise _Invalid(f"must be {_show(LABELS)} (the model's output order), not {_show(value)}")
-    return LABELS
+    return list(LABELS)
 
 
 def _truncation(value: Any) -> str:
@@ -432,25 +433,29 @@ class Bundle:
     def copy_verified(self, name: str, target: Path) -> None:
         """Copy one file to a new file `target`, hashing what is copied: the copy is what the manifest recorded,
         or `BundleError` (the caller removes the partial copy)."""
-        source, size = open_regular(self.path / name, MAX_FILE_BYTES)
-        digest = hashlib.sha256()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        with source, os.fdopen(os.open(target, flags, 0o644), "wb") as out:
-            copied = 0
-            while chunk := source.read(min(1 << 20, size + 1 - copied)):
-                digest.update(chunk)
-                out.write(chunk)
-                copied += len(chunk)
-                if copied > size:
-                    break
-        if copied != size:
-            raise BundleError(f"{self.path / name} changed while it was copied")
-        self._check(name, digest.hexdigest())
+        with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
+            self._check(name, self._stream(name, out.write))
 
     def verify(self, names: Iterable[str]) -> None:
-        """Check files against the sha256 the manifest recorded for them."""
+        """Check files against the sha256 the manifest recorded for them, a chunk at a time."""
         for name in names:
-            self.read_verified(name)
+            self._check(name, self._stream(name, lambda _: None))
+
+    def _stream(self, name: str, sink: Callable[[bytes], object]) -> str:
+        """Pass a file's bytes to `sink` in chunks and return their sha256; a file that grows or shrinks while it
+        is read is refused rather than half read."""
+        source, size = open_regular(self.path / name, MAX_FILE_BYTES)
+        digest = hashlib.sha256()
+        done = 0
+        with source:
+            while done <= size and (chunk := source.read(min(1 << 20, size + 1 - done))):
+                digest.update(chunk)
+                sink(chunk)
+                done += len(chunk)
+        if done != size:
+            raise BundleError(f"{self.path / name} changed while it was read")
+        return digest.hexdigest()
 
     def _check(self, name: str, digest: str) -> None:
         if name not in self.files:

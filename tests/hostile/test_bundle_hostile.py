@@ -113,10 +113,14 @@ def test_nested_fields_are_named_by_their_path(tiny_bundle: Path, tmp_path: Path
     assert _refused(bundle).startswith(
         f"corrupt bundle {bundle}: 'thresholds' in spamguard.json must be an object keyed by mail and/or sms, not "
     )
-    _edit(bundle, _set("thresholds", {"mail": {"threshold": 0.5}}))
+    _edit(bundle, _set("thresholds", {"mail": {"unsure": None}}))
+    assert _refused(bundle) == (
+        f"corrupt bundle {bundle}: 'thresholds.mail.threshold' in spamguard.json must be a number from 0 to 1, not null"
+    )
+    _edit(bundle, _set("thresholds", {"mail": [0.5]}))
     assert _refused(bundle) == (
         f"corrupt bundle {bundle}: 'thresholds.mail' in spamguard.json must be "
-        '{"threshold": t, "unsure": band}, not {"threshold": 0.5}'
+        '{"threshold": t, "unsure": band}, not [0.5]'
     )
     _edit(bundle, _set("thresholds", None))  # null: no thresholds per kind
     _edit(bundle, lambda m: m["files"].update({"vocab.bpe": "x" * 64}))
