@@ -95,7 +95,7 @@ def install(source: Path, name: str | None = None, *, make_default: bool = False
         write_manifest(staging, {**bundle.manifest, "name": name})
         load_bundle(staging, verify=False)  # what was written reads back
         staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from a service running as another user
-        _place(staging, target)
+        _place(staging, target, replace=replace)
     except OSError as exc:
         raise BundleError(f"cannot install {name!r} into {root}: {exc.strerror or exc}") from exc
     finally:
@@ -106,10 +106,13 @@ def install(source: Path, name: str | None = None, *, make_default: bool = False
     return target
 
 
-def _place(staging: Path, target: Path) -> None:
+def _place(staging: Path, target: Path, *, replace: bool) -> None:
     """Rename the staged copy into place; an installed model it replaces is moved aside first and deleted only
-    once the new one is in place, so a failure leaves the old one installed."""
+    once the new one is in place, so a failure leaves the old one installed. Without `replace`, a model of the
+    same name installed meanwhile (by another install) stays, and this one fails."""
     old = None
+    if target.exists() and not replace:
+        raise BundleError(f"a model named {target.name!r} is already installed (remove it first, or pick another name)")
     if target.exists():
         old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
         target.rename(old)

@@ -168,3 +168,20 @@ def test_models_list_escapes_names_made_by_hand(tiny_bundle: Path, spamguard_hom
     lines = CliRunner().invoke(main, ["models"]).stdout.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("* tiny ") and lines[1].startswith("  'x\\n* forged'  threshold 0.5000")
+
+
+def test_a_model_installed_meanwhile_under_the_same_name_is_kept(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, spamguard_home: Path
+) -> None:
+    real = Bundle.copy_verified
+
+    def racing(self: Bundle, name: str, target: Path) -> None:
+        if not (spamguard_home / "models" / "tiny").exists():
+            (spamguard_home / "models" / "tiny").mkdir()
+            (spamguard_home / "models" / "tiny" / "theirs").write_text("another install won the race")
+        real(self, name, target)
+
+    monkeypatch.setattr(Bundle, "copy_verified", racing)
+    with pytest.raises(BundleError, match=r"^a model named 'tiny' is already installed"):
+        registry.install(tiny_bundle)
+    assert _models(spamguard_home) == ["tiny"] and _installed_files(spamguard_home, "tiny") == ["theirs"]
