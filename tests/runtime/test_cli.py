@@ -226,3 +226,14 @@ def test_eval_bad_data(installed: Path, tmp_path: Path) -> None:
     assert nothing.exit_code == 2 and nothing.stderr.endswith(
         "Error: give --data PATH, or --ham PATH and --spam PATH\n"
     )
+
+
+def test_models_list_shows_thresholds_per_kind(tiny_bundle: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["thresholds"] = {"mail": {"threshold": 0.7, "unsure": None}, "sms": {"threshold": 0.4, "unsure": None}}
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    assert run("models", "install", str(copy), "--name", "kinds").exit_code == 0
+    assert run("models").stdout == (
+        "* kinds  threshold mail 0.7000 sms 0.4000  max_tokens 128  fp32+int8  base random-tiny\n"
+    )
