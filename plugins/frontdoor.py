@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from spamguard.errors import SpamguardError
-from spamguard.message_text import message_kind
 from spamguard.plugins.headers import VerdictLike
 
 _HOST_PORT = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):(\d{1,5})$")
@@ -34,12 +33,6 @@ def parse_inet(spec: str, what: str) -> InetAddress:
         raise SpamguardError(f"bad {what} address {spec!r}: use HOST:PORT, [IPv6]:PORT or PORT (on 127.0.0.1)")
     host = match.group(1) or match.group(2) or "127.0.0.1"
     return InetAddress(host, int(match.group(3)))
-
-
-def verdict_kind(verdict: VerdictLike, message: bytes) -> str:
-    """The kind whose threshold the verdict applied: the verdict's own `kind` where the classifier sets it,
-    else the one rule (`message_kind`) applied to the same bytes."""
-    return getattr(verdict, "kind", None) or message_kind(message)
 
 
 class Observer(Protocol):

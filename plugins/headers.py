@@ -49,6 +49,7 @@ class VerdictLike(Protocol):
     score: float
     threshold: float
     model: str
+    kind: str  # "mail" or "sms": whose threshold applied
 
 
 def _lines(raw: Buffer, start: int) -> Iterator[tuple[int, int]]:
@@ -225,16 +226,12 @@ def _token(value: str) -> str:
     return _UNSAFE_VALUE.sub("_", value)[:64] or "unknown"
 
 
-def verdict_fields(verdict: VerdictLike, version: str, kind: str | None = None) -> list[Field]:
+def verdict_fields(verdict: VerdictLike, version: str) -> list[Field]:
     """The three headers in SpamAssassin's style, so existing procmail/Sieve rules keep working:
     `X-Spam-Flag: YES` only for spam (an unsure verdict is not flagged; its label says so). `autolearn=no`
     after `tests=` as SpamAssassin writes it: rspamd's spamassassin scanner finds the score only when it is
-    there (without it rspamd's Lua raises and the SPAMD symbol is lost). `kind` ("mail" or "sms": whose
-    threshold applied) defaults to the verdict's own."""
+    there (without it rspamd's Lua raises and the SPAMD symbol is lost). `kind=` says whose threshold applied."""
     is_spam = verdict.label == "spam"
-    # getattr until `Verdict.kind` lands (the bundle branch adds it): then `verdict.kind`.
-    kind = kind or getattr(verdict, "kind", None)
-    shown_kind = f" kind={_token(kind)}" if kind else ""
     return [
         (FLAG, "YES" if is_spam else "NO"),
         (
@@ -244,7 +241,7 @@ def verdict_fields(verdict: VerdictLike, version: str, kind: str | None = None) 
         ),
         (
             SPAMGUARD,
-            f"label={_token(verdict.label)} score={verdict.score:.4f} threshold={verdict.threshold:.4f}"
-            f"{shown_kind} model={_token(verdict.model)} version={_token(version)}",
+            f"label={_token(verdict.label)} score={verdict.score:.4f} threshold={verdict.threshold:.4f} "
+            f"kind={_token(verdict.kind)} model={_token(verdict.model)} version={_token(version)}",
         ),
     ]

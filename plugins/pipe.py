@@ -72,13 +72,9 @@ def read_message(stream: BinaryIO) -> bytearray:
 
 def fields_from_model(message: bytes, settings: PipeSettings) -> list[Field]:
     from spamguard import Classifier  # here, so a missing or broken runtime is a failure like any other
-    from spamguard.message_text import message_kind
 
     classifier = Classifier.load(settings.model, precision=settings.precision, threads=settings.threads)
-    verdict = classifier.classify(message, threshold=settings.threshold)
-    # getattr until `Verdict.kind` lands (the bundle branch adds it): then verdict_fields reads it itself.
-    kind = getattr(verdict, "kind", None) or message_kind(message)
-    return verdict_fields(verdict, spamguard_version(), kind=kind)
+    return verdict_fields(classifier.classify(message, threshold=settings.threshold), spamguard_version())
 
 
 def fields_from_milter(message: bytes, settings: PipeSettings) -> list[Field]:

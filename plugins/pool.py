@@ -304,7 +304,10 @@ class ScoringPool:
 
     def _verdicts_for(self, prepared: list[Prepared]) -> list[Verdict | PoolError]:
         scores = self.classifier.score_tokens([item.tokens for item in prepared])
-        return [self.classifier.verdict(score, self.settings.threshold) for score in scores]
+        return [
+            self.classifier.verdict(score, item.kind, self.settings.threshold)
+            for score, item in zip(scores, prepared, strict=True)
+        ]
 
     # --- shutdown -------------------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@
 from spamguard import Classifier, is_spam, score
 is_spam(raw_mail_bytes)                      # default model, cached per process
 clf = Classifier.load("mymodel", threads=2)  # explicit: a name, a bundle path, or None for the default
-clf.classify_batch(messages)                 # -> [Verdict(label, score, threshold, model), ...]
+clf.classify_batch(messages)                 # -> [Verdict(label, score, threshold, model, kind), ...]
 ```
 `import spamguard` stays cheap (numpy and onnxruntime load on first use), so a CLI or a plugin that only
 needs the errors or the registry does not pay for the inference engine.

@@ -3,22 +3,37 @@
 A bundle is a folder: `spamguard.json` (the manifest), `model.onnx` (+ optional `model.int8.onnx`), each
 with its weights in a `.data` side file when the export put them there, and the GPT-2 BPE files. The manifest
 records every file's sha256, so a truncated copy or a swapped model is caught at load time instead of producing
-quietly wrong verdicts."""
+quietly wrong verdicts.
+
+A bundle is input like any other: it may come from anywhere. Every manifest field the runtime reads is checked
+on load against one table (`MANIFEST_FIELDS`: type, range, and file names that stay inside the bundle), and a
+bad value is one line naming the field. Bundle files are opened only as regular files of the bundle folder
+itself (no links, no FIFOs or devices), with a size limit, and a file the runtime uses is read once: hashed
+while its bytes are in memory, and those very bytes are what the caller gets (`Bundle.read_verified`), so no
+file can change between the check and its use."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
+import os
+import re
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, BinaryIO
 
+from spamguard import safe_files
 from spamguard.datasets import LABEL_NAMES
 from spamguard.errors import BundleError
+from spamguard.message_text import KINDS
 from spamguard.tokenizer import PAD_ID
 
 MANIFEST = "spamguard.json"
@@ -30,6 +45,30 @@ FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 DATA_SUFFIX = ".data"  # ONNX external data: a model's weights beside its graph file
 PRECISIONS = ("auto", "int8", "fp32")  # which model of a bundle to run: auto takes int8 when there is one
+MODEL_PRECISIONS = ("fp32", "int8")  # the models a bundle can hold
+
+# Limits on what a bundle may make the runtime read. GPT-2 XL's fp32 weights are 6.2 GB; nothing a bundle holds
+# comes near 8 GiB. The manifest is a few kilobytes (training reports per data source included).
+MAX_FILE_BYTES = 8 << 30
+MAX_BUNDLE_BYTES = 16 << 30  # all files together (`spamguard models install` copies them)
+MAX_FILES = 32  # a bundle has up to 7 (two models, their weights, two tokenizer files, curves and checkpoint)
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_TOKENS_LIMIT = 1 << 16  # above any GPT-2 position table (1024); model_config.n_positions bounds it further
+# A model name is printed in verdicts, mail headers and logs, and names a folder of the models dir: a safe token.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# A threshold is a P(spam) in [0, 1], or the one value just above 1 that training writes when no threshold meets
+# the false-positive target (`metrics.threshold_for_fpr`): the model then flags nothing.
+THRESHOLD_MAX = math.nextafter(1.0, 2.0)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # plain: no separator, no leading dot, no control
+
+
+def check_name(name: str) -> str:
+    """A model name is a safe token: it names a folder, and it is printed in verdicts, headers and logs."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        shown = f"{name!a}" if isinstance(name, str) else _show(name)
+        raise BundleError(f"invalid model name {shown}: use letters, digits, '.', '_' or '-' (at most 64)")
+    return name
 
 
 def weights_file(graph: Path) -> Path:
@@ -47,55 +86,341 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+# --- the manifest schema ----------------------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A manifest value is wrong: `problem` says what it must be, `keys` where it lies below the field (the
+    caller adds the field and the bundle)."""
+
+    def __init__(self, problem: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.keys = keys
+
+    def under(self, key: str) -> _Invalid:
+        return _Invalid(self.problem, (key, *self.keys))
+
+
+def _show(value: object) -> str:
+    """A value as one short line of ASCII, whatever a manifest put there (newlines, control characters, megabytes)."""
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError):
+        text = ascii(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any, low: float, high: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _Invalid(f"must be {what}, not {_show(value)}")
+    if not low <= value <= high:
+        raise _Invalid(f"must be {what}, not {_show(value)}")
+    return float(value)
+
+
+def _integer(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _Invalid(f"must be an integer from {low} to {high}, not {_show(value)}")
+        return value
+
+    return parse
+
+
+def _threshold(value: Any) -> float:
+    return _number(value, 0.0, THRESHOLD_MAX, "a number from 0 to 1")
+
+
+def _band(value: Any) -> tuple[float, float] | None:
+    """`null` or `[low, high]`: scores in `low <= score < high` are unsure (`spamguard.thresholds`)."""
+    if value is None:
+        return None
+    what = "null or [low, high] with 0 <= low < high <= 1"
+    if not isinstance(value, list) or len(value) != 2:
+        raise _Invalid(f"must be {what}, not {_show(value)}")
+    low, high = (_number(v, 0.0, 1.0, what) for v in value)
+    if not low < high:
+        raise _Invalid(f"must be {what}, not {_show(value)}")
+    return low, high
+
+
+def _record(value: Any, fields: Mapping[str, Callable[[Any], Any]], what: str) -> dict[str, Any]:
+    """An object holding these keys, each parsed (a missing key is parsed as `null`); a problem says under which
+    key it lies. Other keys describe and are left alone."""
+    if not isinstance(value, dict):
+        raise _Invalid(f"must be {what}, not {_show(value)}")
+    parsed = {}
+    for key, parse in fields.items():
+        try:
+            parsed[key] = parse(value.get(key))
+        except _Invalid as exc:
+            raise exc.under(key) from None
+    return parsed
+
+
+@dataclass(frozen=True)
+class KindThreshold:
+    """The decision for one kind of message (mail or SMS): spam at `threshold`, unsure in `unsure`."""
+
+    threshold: float
+    unsure: tuple[float, float] | None
+
+
+def _per_kind(value: Any) -> Mapping[str, KindThreshold]:
+    """`{"mail": {"threshold": t, "unsure": band}, "sms": {...}}`; a kind left out uses the top-level pair."""
+    what = f"an object keyed by {' and/or '.join(KINDS)}"
+    if not isinstance(value, dict) or not value or set(value) - set(KINDS):
+        raise _Invalid(f"must be {what}, not {_show(value)}")
+    parsed = {}
+    for kind, record in value.items():
+        try:
+            fields = _record(record, {"threshold": _threshold, "unsure": _band}, '{"threshold": t, "unsure": band}')
+        except _Invalid as exc:
+            raise exc.under(kind) from None
+        parsed[kind] = KindThreshold(fields["threshold"], fields["unsure"])
+    return MappingProxyType(parsed)
+
+
+def _file_name(value: Any) -> str:
+    if not isinstance(value, str) or not _FILE_NAME.fullmatch(value) or value == MANIFEST:
+        raise _Invalid(f"must be a plain file name inside the bundle, not {_show(value)}")
+    return value
+
+
+def _files(value: Any) -> Mapping[str, str]:
+    if not isinstance(value, dict) or not 1 <= len(value) <= MAX_FILES:
+        raise _Invalid(f"must map 1 to {MAX_FILES} file names to their sha256, not {_show(value)}")
+    for name, digest in value.items():
+        _file_name(name)
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise _Invalid(f"must be a sha256 in lowercase hex, not {_show(digest)}", (name,))
+    return MappingProxyType(dict(value))
+
+
+def _models(value: Any) -> Mapping[str, str]:
+    if not isinstance(value, dict) or not value or set(value) - set(MODEL_PRECISIONS):
+        raise _Invalid(f"must map {' and/or '.join(MODEL_PRECISIONS)} to a model file, not {_show(value)}")
+    return MappingProxyType({precision: _file_name(name) for precision, name in value.items()})
+
+
+def _tokenizer(value: Any) -> tuple[str, str]:
+    names = _record(value, {"encoder": _file_name, "bpe": _file_name}, '{"encoder": file, "bpe": file}')
+    return names["encoder"], names["bpe"]
+
+
+def _model_name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise _Invalid(f"must be letters, digits, '.', '_' or '-' (at most 64), not {_show(value)}")
+    return value
+
+
+def _labels(value: Any) -> list[str]:
+    if value != list(LABEL_NAMES):
+        raise _Invalid(f"must be {_show(list(LABEL_NAMES))} (the model's output order), not {_show(value)}")
+    return list(LABEL_NAMES)
+
+
+def _truncation(value: Any) -> str:
+    if value != "head":
+        raise _Invalid(f'must be "head" (the only truncation this spamguard applies), not {_show(value)}')
+    return value
+
+
+def _model_config(value: Any) -> Mapping[str, int]:
+    """Only the sizes the runtime checks other fields against; the rest describes the model."""
+    if not isinstance(value, dict):
+        raise _Invalid(f"must be an object, not {_show(value)}")
+    parsed = {}
+    for key in ("n_positions", "vocab_size"):
+        if key in value:
+            try:
+                parsed[key] = _integer(1, 1 << 24)(value[key])
+            except _Invalid as exc:
+                raise exc.under(key) from None
+    return MappingProxyType(parsed)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 1000 or not value.isprintable():
+        raise _Invalid(f"must be one line of printable text (at most 1000 characters), not {_show(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class ManifestField:
+    """One field the runtime reads: how to check it and turn it into the value the runtime uses. A field that
+    is not required may be absent (its value is then `default`)."""
+
+    key: str
+    parse: Callable[[Any], Any]
+    required: bool = True
+    default: Any = None
+
+
+# Every manifest field the runtime reads, and nothing else: the other fields (metrics, training settings, the
+# threshold choice) describe the model for people. A new field the runtime reads is one entry here.
+MANIFEST_FIELDS: tuple[ManifestField, ...] = (
+    ManifestField("format_version", _integer(1, FORMAT_VERSION)),
+    ManifestField("name", _model_name),
+    ManifestField("labels", _labels),
+    ManifestField("pad_id", _integer(0, (1 << 24) - 1)),
+    ManifestField("truncation", _truncation),
+    ManifestField("max_tokens", _integer(1, MAX_TOKENS_LIMIT)),
+    ManifestField("threshold", _threshold),
+    ManifestField("unsure", _band, required=False),
+    ManifestField("thresholds", _per_kind, required=False, default=MappingProxyType({})),
+    ManifestField("files", _files),
+    ManifestField("models", _models),
+    ManifestField("tokenizer", _tokenizer),
+    ManifestField("model_config", _model_config, required=False, default=MappingProxyType({})),
+    ManifestField("base_model", _text, required=False),
+    # the version of `message_text` the model was trained on; bundles from before text versions read version 1
+    ManifestField("text_version", _integer(1, 1 << 16), required=False, default=1),
+)
+
+
+def _consistent(fields: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Checks across fields, as (field, problem), once each field is valid on its own."""
+    for precision, name in fields["models"].items():
+        if name not in fields["files"]:
+            return f"models.{precision}", f"names {name}, which 'files' does not list"
+    for key, name in zip(("encoder", "bpe"), fields["tokenizer"], strict=True):
+        if name not in fields["files"]:
+            return f"tokenizer.{key}", f"names {name}, which 'files' does not list"
+    positions = fields["model_config"].get("n_positions")
+    if positions is not None and fields["max_tokens"] > positions:
+        return "max_tokens", f"is {fields['max_tokens']}, beyond the model's {positions} positions"
+    vocab = fields["model_config"].get("vocab_size")
+    if vocab is not None and fields["pad_id"] >= vocab:
+        return "pad_id", f"is {fields['pad_id']}, outside the model's vocabulary of {vocab}"
+    return None
+
+
+def parse_manifest(manifest: Mapping[str, Any], where: Path) -> Mapping[str, Any]:
+    """The runtime's values of a manifest (keyed as `MANIFEST_FIELDS`), or `BundleError` naming the first bad
+    field. The format and its version are checked first: a newer bundle says to upgrade, not what is wrong."""
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"not a spamguard bundle: {where / MANIFEST}")
+    version = manifest.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {where} has format version {version}, this spamguard reads up to {FORMAT_VERSION}: "
+            "upgrade spamguard (pip install -U spamguard)"
+        )
+    fields: dict[str, Any] = {}
+    for field in MANIFEST_FIELDS:
+        if field.key not in manifest or (manifest[field.key] is None and not field.required):
+            if field.required:
+                raise BundleError(f"corrupt bundle {where}: {MANIFEST} has no '{field.key}'")
+            fields[field.key] = field.default
+            continue
+        try:
+            fields[field.key] = field.parse(manifest[field.key])
+        except _Invalid as exc:
+            key = ".".join((field.key, *exc.keys))
+            raise BundleError(f"corrupt bundle {where}: '{key}' in {MANIFEST} {exc.problem}") from None
+    problem = _consistent(fields)
+    if problem is not None:
+        raise BundleError(f"corrupt bundle {where}: '{problem[0]}' in {MANIFEST} {problem[1]}")
+    return MappingProxyType(fields)
+
+
+# --- reading bundle files ---------------------------------------------------------------------------------------
+
+
+def open_regular(path: Path, max_bytes: int) -> tuple[BinaryIO, int]:
+    """Open a bundle file for reading only if it is a regular file reached without a link, of at most
+    `max_bytes`: a link could lead out of the bundle (to a secret, to /dev/zero), a FIFO would block, a device
+    never ends (`safe_files.open_regular`). Returns the file and its size."""
+    try:
+        f, size = safe_files.open_regular(path, follow_links=False)
+    except safe_files.NotRegularFile as exc:
+        raise BundleError(f"{path} is not a regular file: a bundle holds regular files only") from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BundleError(f"{path} is a symbolic link: a bundle holds regular files only") from exc
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if size > max_bytes:
+        f.close()
+        raise BundleError(f"{path} is {size} bytes, over the limit of {max_bytes}")
+    return f, size
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The whole of a regular file (see `open_regular`), read once; a file that grows or shrinks while it is read
+    is refused rather than half read."""
+    f, size = open_regular(path, max_bytes)
+    with f:
+        try:
+            data = f.read(size + 1)
+        except OSError as exc:
+            raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) != size:
+        raise BundleError(f"{path} changed while it was read")
+    return data
+
+
 @dataclass(frozen=True)
 class Bundle:
-    """A loaded, verified bundle: its folder and its manifest, with the fields the runtime needs as properties."""
+    """A loaded bundle: its folder, its manifest as read (for people: metrics, training settings), and the
+    checked values the runtime uses (`fields`, read-only). Every property reads `fields`, never the manifest."""
 
     path: Path
     manifest: dict[str, Any]
+    fields: Mapping[str, Any]
 
     @property
     def name(self) -> str:
-        return str(self.manifest["name"])
+        return self.fields["name"]
 
     @property
     def threshold(self) -> float:
-        return float(self.manifest["threshold"])
+        """The threshold of a bundle with one threshold, and the fallback for a kind `thresholds` leaves out."""
+        return self.fields["threshold"]
 
     @property
     def unsure(self) -> tuple[float, float] | None:
-        band = self.manifest.get("unsure")
-        return (float(band[0]), float(band[1])) if band else None
+        return self.fields["unsure"]
 
     def threshold_for(self, kind: str) -> float:
-        """The threshold of a message of `kind` (`mail`/`sms`): the manifest's `thresholds[kind]`, else the one
-        `threshold` (a one-threshold bundle, or a kind the model has no threshold for)."""
-        entry = (self.manifest.get("thresholds") or {}).get(kind)
-        return float(entry["threshold"]) if entry else self.threshold
+        """The threshold for messages of this kind (`message_text.message_kind`)."""
+        return self._kind(kind).threshold
 
     def unsure_for(self, kind: str) -> tuple[float, float] | None:
-        """The unsure band of a message of `kind`, with the same fallback as `threshold_for`."""
-        entry = (self.manifest.get("thresholds") or {}).get(kind)
-        if not entry:
-            return self.unsure
-        band = entry.get("unsure")
-        return (float(band[0]), float(band[1])) if band else None
+        return self._kind(kind).unsure
+
+    def _kind(self, kind: str) -> KindThreshold:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        own = self.fields["thresholds"].get(kind)
+        return own if own is not None else KindThreshold(self.threshold, self.unsure)
 
     @property
     def max_tokens(self) -> int:
-        return int(self.manifest["max_tokens"])
+        return self.fields["max_tokens"]
 
     @property
     def pad_id(self) -> int:
-        return int(self.manifest["pad_id"])
+        return self.fields["pad_id"]
+
+    @property
+    def text_version(self) -> int:
+        """The version of `message_text` the model was trained on (1 for bundles from before text versions)."""
+        return self.fields["text_version"]
+
+    @property
+    def files(self) -> Mapping[str, str]:
+        """File name -> sha256, for every file of the bundle but the manifest."""
+        return self.fields["files"]
 
     @property
     def has_int8(self) -> bool:
-        return "int8" in self.manifest["models"]
+        return "int8" in self.fields["models"]
 
     def model_path(self, precision: str = "auto") -> Path:
         """`auto` prefers the int8 copy (faster on CPUs, verdicts checked against fp32 at export)."""
-        models = self.manifest["models"]
+        models = self.fields["models"]
         if precision == "auto":
             precision = "int8" if "int8" in models else "fp32"
         if precision not in models:
@@ -105,24 +430,55 @@ class Bundle:
     def model_files(self, precision: str = "auto") -> list[str]:
         """The files one model is read from: its graph and, when the weights live beside it, their file."""
         graph = self.model_path(precision).name
-        return [graph, graph + DATA_SUFFIX] if graph + DATA_SUFFIX in self.manifest["files"] else [graph]
+        return [graph, graph + DATA_SUFFIX] if graph + DATA_SUFFIX in self.files else [graph]
+
+    def read_verified(self, name: str) -> bytes:
+        """A file's bytes, read once and checked against the sha256 the manifest recorded: what the caller
+        builds from is exactly what was checked, however the file on disk changes meanwhile."""
+        data = read_regular(self.path / name, MAX_FILE_BYTES)
+        self._check(name, hashlib.sha256(data).hexdigest())
+        return data
+
+    def copy_verified(self, name: str, target: Path) -> None:
+        """Copy one file to a new file `target`, hashing what is copied: the copy is what the manifest recorded,
+        or `BundleError` (the caller removes the partial copy)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
+            self._check(name, self._stream(name, out.write))
 
     def verify(self, names: Iterable[str]) -> None:
-        """Check files against the sha256 the manifest recorded for them."""
-        files = self.manifest["files"]
+        """Check files against the sha256 the manifest recorded for them, a chunk at a time."""
         for name in names:
-            if name not in files:
-                raise BundleError(f"corrupt bundle {self.path}: {name} has no sha256 in {MANIFEST}")
-            if sha256_file(self.path / name) != files[name]:
-                raise BundleError(f"corrupt bundle {self.path}: {name} does not match its sha256 (reinstall the model)")
+            self._check(name, self._stream(name, lambda _: None))
+
+    def _stream(self, name: str, sink: Callable[[bytes], object]) -> str:
+        """Pass a file's bytes to `sink` in chunks and return their sha256; a file that grows or shrinks while it
+        is read is refused rather than half read."""
+        source, size = open_regular(self.path / name, MAX_FILE_BYTES)
+        digest = hashlib.sha256()
+        done = 0
+        with source:
+            while done <= size and (chunk := source.read(min(1 << 20, size + 1 - done))):
+                digest.update(chunk)
+                sink(chunk)
+                done += len(chunk)
+        if done != size:
+            raise BundleError(f"{self.path / name} changed while it was read")
+        return digest.hexdigest()
+
+    def _check(self, name: str, digest: str) -> None:
+        if name not in self.files:
+            raise BundleError(f"corrupt bundle {self.path}: {name} has no sha256 in {MANIFEST}")
+        if digest != self.files[name]:
+            raise BundleError(f"corrupt bundle {self.path}: {name} does not match its sha256 (reinstall the model)")
 
     @property
     def encoder_json(self) -> Path:
-        return self.path / self.manifest["tokenizer"]["encoder"]
+        return self.path / self.fields["tokenizer"][0]
 
     @property
     def vocab_bpe(self) -> Path:
-        return self.path / self.manifest["tokenizer"]["bpe"]
+        return self.path / self.fields["tokenizer"][1]
 
 
 def write_bundle(
@@ -175,55 +531,66 @@ def write_bundle(
             "tokenizer": {"encoder": ENCODER_FILE, "bpe": BPE_FILE},
             "files": {name: sha256_file(staging / name) for name in sorted(placed)},
         }
-        for key in ("name", "threshold", "max_tokens"):
-            if key not in full:
-                raise BundleError(f"bundle manifest needs '{key}'")
-        (staging / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
+        fields = parse_manifest(full, out)  # training writes nothing the runtime would refuse
+        write_manifest(staging, full)
         staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Bundle(out, full)
+    return Bundle(out, full, fields)
+
+
+def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest alone, with the format checks but no hashing: enough to list or describe a bundle."""
-    path = Path(path)
-    manifest_path = path / MANIFEST
+    """The manifest alone, checked (`MANIFEST_FIELDS`) but with no file hashed: enough to list or describe a
+    bundle."""
+    return _read(Path(path))[0]
+
+
+def _read(path: Path) -> tuple[dict[str, Any], Mapping[str, Any]]:
     if not path.is_dir():
         raise BundleError(f"no model bundle at {path}: not a directory")
-    if not manifest_path.is_file():
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists() and not manifest_path.is_symlink():
         raise BundleError(f"no model bundle at {path}: {MANIFEST} is missing")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"corrupt bundle {path}: {MANIFEST} is not valid JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        manifest = json.loads(read_regular(manifest_path, MAX_MANIFEST_BYTES))
+    except BundleError as exc:
+        raise BundleError(f"corrupt bundle {path}: {exc}") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
+        raise BundleError(f"corrupt bundle {path}: {MANIFEST} is not valid JSON ({reason})") from exc
+    if not isinstance(manifest, dict):
         raise BundleError(f"not a spamguard bundle: {manifest_path}")
-    version = manifest.get("format_version")
-    if not isinstance(version, int):
-        raise BundleError(f"corrupt bundle {path}: format_version is missing")
-    if version > FORMAT_VERSION:
-        raise BundleError(
-            f"bundle {path} has format version {version}, this spamguard reads up to {FORMAT_VERSION}: "
-            "upgrade spamguard (pip install -U spamguard)"
-        )
-    return manifest
+    return manifest, parse_manifest(manifest, path)
 
 
 def load_bundle(path: Path, *, verify: bool | Iterable[str] = True) -> Bundle:
-    """Open a bundle: every listed file must exist, and the files named by `verify` (True: all of them) must
-    match their recorded sha256. A classifier verifies just the files it reads, so a mail host does not hash
-    a 500 MB fp32 model it never loads on every start; `spamguard models install` checks them all."""
+    """Open a bundle: its manifest must pass `MANIFEST_FIELDS`, every listed file must be a regular file of the
+    folder within the size limits, and the files named by `verify` (True: all of them) must match their
+    recorded sha256. A classifier verifies just the files it reads, as it reads them (`read_verified`), so a
+    mail host does not hash a 500 MB fp32 model it never loads on every start."""
     path = Path(path)
-    manifest = read_manifest(path)
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise BundleError(f"corrupt bundle {path}: the manifest lists no files")
-    for name in files:
-        if not (path / name).is_file():
-            raise BundleError(f"corrupt bundle {path}: {name} is missing (reinstall the model)")
-    bundle = Bundle(path, manifest)
+    manifest, fields = _read(path)
+    total = 0
+    for name in fields["files"]:
+        try:
+            info = os.lstat(path / name)
+        except FileNotFoundError:
+            raise BundleError(f"corrupt bundle {path}: {name} is missing (reinstall the model)") from None
+        except OSError as exc:
+            raise BundleError(f"corrupt bundle {path}: cannot read {name} ({exc.strerror or exc})") from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"corrupt bundle {path}: {name} is not a regular file (a bundle holds no links)")
+        if info.st_size > MAX_FILE_BYTES:
+            raise BundleError(f"corrupt bundle {path}: {name} is {info.st_size} bytes, over {MAX_FILE_BYTES}")
+        total += info.st_size
+    if total > MAX_BUNDLE_BYTES:
+        raise BundleError(f"corrupt bundle {path}: its files hold {total} bytes, over {MAX_BUNDLE_BYTES}")
+    bundle = Bundle(path, manifest, fields)
     if verify:
-        bundle.verify(files if verify is True else verify)
+        bundle.verify(fields["files"] if verify is True else verify)
     return bundle

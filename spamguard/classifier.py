@@ -2,7 +2,13 @@
 
 One `InferenceSession` per `Classifier`, created once: it is the expensive part (model load, graph
 optimisation), and onnxruntime's `run` is thread-safe, so a milter's worker threads share one classifier.
-Everything a classifier holds is immutable after `load`, which is what makes sharing it safe."""
+Everything a classifier holds is immutable after `load` (setting an attribute raises), which is what makes
+sharing it safe.
+
+Verify first: every file a classifier uses is read once and checked against its sha256 before anything parses
+it, and onnxruntime builds the session from those verified bytes, the weights side file included
+(`add_external_initializers_from_files_in_memory`), so it never opens a bundle file itself and a file swapped
+or damaged after the check cannot reach it."""
 
 from __future__ import annotations
 
@@ -19,10 +25,10 @@ import numpy as np
 
 from spamguard.bundle import PRECISIONS, Bundle
 from spamguard.errors import BundleError, SpamguardError
-from spamguard.message_text import TEXT_VERSION, message_text
+from spamguard.message_text import KINDS, TEXT_VERSION, message_kind, message_text
 from spamguard.padding import pad_batch
 from spamguard.registry import open_model
-from spamguard.tokenizer import encode, load_encoding
+from spamguard.tokenizer import encode, encoding_from_bytes
 
 if TYPE_CHECKING:
     import tiktoken
@@ -41,20 +47,28 @@ ACTIVATION_QUANTIZATION_KEY = "spamguard.activation_quantization"
 
 @dataclass(frozen=True)
 class Verdict:
-    """A decision on one message. `label` is "unsure" when the bundle has an unsure band and the score falls
-    in it; unsure is not spam (`is_spam` is False), because calling real mail spam is the costly error."""
+    """A decision on one message. `label` is "unsure" when the bundle has an unsure band for the message's kind
+    and the score falls in it; unsure is not spam (`is_spam` is False), because calling real mail spam is the
+    costly error. `threshold` is the one that applied: the bundle's for the message's `kind`, or the caller's."""
 
     label: str  # "spam" | "ham" | "unsure"
     score: float  # P(spam)
     threshold: float
     model: str
+    kind: str  # "mail" | "sms" (`message_text.message_kind`)
 
     @property
     def is_spam(self) -> bool:
         return self.label == "spam"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "score": self.score, "threshold": self.threshold, "model": self.model}
+        return {
+            "label": self.label,
+            "score": self.score,
+            "threshold": self.threshold,
+            "model": self.model,
+            "kind": self.kind,
+        }
 
 
 def spam_probability(logits: np.ndarray) -> np.ndarray:
@@ -84,7 +98,9 @@ def _providers(ort: Any) -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def _session(ort: Any, model_path: os.PathLike, threads: int | None, providers: list[str]) -> Any:
+def _session(ort: Any, files: dict[str, bytes], threads: int | None, providers: list[str]) -> Any:
+    """A session built from a model's verified bytes: `files` holds the graph first, then its weights side file
+    if it has one. onnxruntime reads nothing from disk: a graph naming any other external file fails to load."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -95,8 +111,17 @@ def _session(ort: Any, model_path: os.PathLike, threads: int | None, providers: 
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
-    _release_free_memory()
+    graph, *side = files.items()
+    if side:
+        names, buffers = zip(*side, strict=True)
+        # onnxruntime copies what it needs while the session is built; the buffers only have to live until then
+        options.add_external_initializers_from_files_in_memory(list(names), list(buffers), [len(b) for b in buffers])
+    session = ort.InferenceSession(graph[1], sess_options=options, providers=providers)
+    # The Python wrapper keeps the serialized model for a provider fallback that would rebuild the session from
+    # it (with the options' in-memory weights gone by then): no fallback, and the model's bytes are freed now
+    # rather than held for the process's life (498 MB for an fp32 GPT-2 124M in one file).
+    session.disable_fallback()
+    session._model_bytes = None
     return session
 
 
@@ -120,21 +145,26 @@ def _rows_independent(session: Any, precision: str) -> bool:
     return precision == "fp32" or metadata.get(ACTIVATION_QUANTIZATION_KEY) == "per-row"
 
 
-def _verified_encoding(bundle: Bundle, precision: str) -> tiktoken.Encoding:
-    """Check the files the classifier reads against their sha256, then build the bundle's tokenizer."""
-    bundle.verify([*bundle.model_files(precision), bundle.encoder_json.name, bundle.vocab_bpe.name])
+def _verified_encoding(bundle: Bundle) -> tiktoken.Encoding:
+    """The bundle's tokenizer, built from its files as they were read and checked against their sha256."""
+    encoder, bpe = bundle.encoder_json, bundle.vocab_bpe
     try:
-        return load_encoding(bundle.encoder_json, bundle.vocab_bpe)
+        return encoding_from_bytes(bundle.read_verified(encoder.name), bundle.read_verified(bpe.name), encoder, bpe)
+    except BundleError:
+        raise
     except SpamguardError as exc:
         raise BundleError(f"corrupt bundle {bundle.path}: {exc}") from exc
 
 
 def _check_text_version(bundle: Bundle) -> None:
     """A model reads messages as the text it was trained on; another text version would score it blind."""
-    version = bundle.manifest.get("text_version", 1)  # bundles from before text versions: version 1
-    if isinstance(version, bool) or version != TEXT_VERSION:
-        newer = isinstance(version, int) and not isinstance(version, bool) and version > TEXT_VERSION
-        fix = "upgrade spamguard (pip install -U spamguard)" if newer else "retrain the model (spamguard train)"
+    version = bundle.text_version  # an integer of at least 1 (the manifest's schema)
+    if version != TEXT_VERSION:
+        fix = (
+            "upgrade spamguard (pip install -U spamguard)"
+            if version > TEXT_VERSION
+            else "retrain the model (spamguard train)"
+        )
         raise BundleError(
             f"bundle {bundle.path} was trained on text version {version!r}, this spamguard reads messages as "
             f"version {TEXT_VERSION}: {fix}"
@@ -142,17 +172,43 @@ def _check_text_version(bundle: Bundle) -> None:
 
 
 class Classifier:
-    """A loaded model: `Classifier.load()` once, then `score_batch`/`classify` from any number of threads."""
+    """A loaded model: `Classifier.load()` once, then `score_batch`/`classify` from any number of threads.
+    Immutable: its attributes are read-only properties, and setting or deleting any attribute raises."""
+
+    __slots__ = ("_bundle", "_encoding", "_max_rows", "_precision", "_session", "_threads")
 
     def __init__(
         self, bundle: Bundle, session: Any, encoding: tiktoken.Encoding, precision: str, threads: int | None
     ) -> None:
-        self.bundle = bundle
-        self.precision = precision  # the model actually loaded: "int8" or "fp32"
-        self.threads = threads
-        self._session = session
-        self._encoding = encoding
-        self._max_rows = MAX_BATCH_ROWS if _rows_independent(session, precision) else 1
+        values = {
+            "_bundle": bundle,
+            "_precision": precision,
+            "_threads": threads,
+            "_session": session,
+            "_encoding": encoding,
+            "_max_rows": MAX_BATCH_ROWS if _rows_independent(session, precision) else 1,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Classifier is immutable: cannot set {name!r} (load another one)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Classifier is immutable: cannot delete {name!r}")
+
+    @property
+    def bundle(self) -> Bundle:
+        return self._bundle
+
+    @property
+    def precision(self) -> str:
+        """The model actually loaded: "int8" or "fp32"."""
+        return self._precision
+
+    @property
+    def threads(self) -> int | None:
+        return self._threads
 
     @classmethod
     def load(
@@ -169,33 +225,28 @@ class Classifier:
             raise ValueError(f"threads must be at least 1, not {threads}")
         import onnxruntime as ort  # here, not at import: `import spamguard` stays cheap
 
-        bundle = open_model(model, verify=False)
+        bundle = open_model(model, verify=False)  # the manifest is checked; files are hashed as they are read
         _check_text_version(bundle)
-        positions = bundle.manifest.get("model_config", {}).get("n_positions")
-        if isinstance(positions, int) and bundle.max_tokens > positions:
-            raise BundleError(
-                f"corrupt bundle {bundle.path}: max_tokens {bundle.max_tokens} exceeds the model's "
-                f"{positions} positions"
-            )
         providers = _providers(ort)
         if precision == "auto":
             on_gpu = providers[0] == "CUDAExecutionProvider"
             precision = "int8" if bundle.has_int8 and not on_gpu else "fp32"
         model_path = bundle.model_path(precision)
-        # Start-up time is latency for a `spamguard check` in a procmail recipe: the session (C++, no GIL) is
-        # built while another thread hashes the files and builds the tokenizer. A hash mismatch is reported
-        # in preference to whatever onnxruntime made of the same damaged file.
+        # Start-up time is latency for a `spamguard check` in a procmail recipe: the tokenizer files are read,
+        # checked and built on another thread while this one reads and checks the model, then builds the
+        # session (C++, no GIL) from the checked bytes.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            checked = pool.submit(_verified_encoding, bundle, precision)
+            tokenizer = pool.submit(_verified_encoding, bundle)
+            files = {name: bundle.read_verified(name) for name in bundle.model_files(precision)}
             try:
-                session = _session(ort, model_path, threads, providers)
-                failure = None
+                session = _session(ort, files, threads, providers)
             except Exception as exc:  # onnxruntime's errors share no base class but Exception
-                session, failure = None, exc
-            encoding = checked.result()
-        if failure is not None:
-            message = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
-            raise BundleError(f"cannot load {model_path}: {message} (reinstall the model)") from failure
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise BundleError(f"cannot load {model_path}: {message} (reinstall the model)") from exc
+            finally:
+                files.clear()
+            encoding = tokenizer.result()
+        _release_free_memory()
         return cls(bundle, session, encoding, precision, threads)
 
     @property
@@ -233,15 +284,33 @@ class Classifier:
     def score(self, message: MessageLike) -> float:
         return self.score_batch([message])[0]
 
-    def verdict(self, score: float, threshold: float | None = None) -> Verdict:
-        threshold = self.bundle.threshold if threshold is None else float(threshold)
-        band = self.bundle.unsure
+    def verdict(self, score: float, kind: str, threshold: float | None = None) -> Verdict:
+        """The decision on a score for a message of this kind: the bundle's threshold and unsure band for the
+        kind; a `threshold` given here replaces the threshold of every kind (the unsure band still applies)."""
+        band = self._bundle.unsure_for(kind)
+        threshold = self._bundle.threshold_for(kind) if threshold is None else float(threshold)
         unsure = band is not None and band[0] <= score < band[1]
         label = "unsure" if unsure else "spam" if score >= threshold else "ham"
-        return Verdict(label, score, threshold, self.bundle.name)
+        return Verdict(label, score, threshold, self._bundle.name, kind)
 
     def classify(self, message: MessageLike, *, threshold: float | None = None) -> Verdict:
-        return self.verdict(self.score(message), threshold)
+        """The verdict on one message, with the threshold of its kind (`message_kind`) unless one is given."""
+        return self.verdict(self.score(message), message_kind(message), threshold)
 
     def classify_batch(self, messages: Iterable[MessageLike], *, threshold: float | None = None) -> list[Verdict]:
-        return [self.verdict(s, threshold) for s in self.score_batch(messages)]
+        messages = list(messages)
+        scores = self.score_batch(messages)
+        return [self.verdict(s, message_kind(m), threshold) for s, m in zip(scores, messages, strict=True)]
+
+    def classify_texts(
+        self, texts: Sequence[str], kinds: str | Sequence[str], *, threshold: float | None = None
+    ) -> list[Verdict]:
+        """Verdicts on texts that already are what the model reads (see `text_tokens`). Their kind cannot be
+        told from the text any more (a mail's text has lost its header block), so the caller says it: one kind
+        for all of them, or one per text (an `Example`'s)."""
+        kinds = [kinds] * len(texts) if isinstance(kinds, str) else list(kinds)
+        if len(kinds) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(kinds)} kinds")
+        for kind in set(kinds) - set(KINDS):
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        return [self.verdict(s, k, threshold) for s, k in zip(self.score_texts(texts), kinds, strict=True)]

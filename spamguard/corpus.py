@@ -33,6 +33,7 @@ from spamguard.datasets import LABEL_NAMES as LABELS
 from spamguard.errors import SpamguardError
 from spamguard.message_text import message_text, strip_final_newline
 from spamguard.paths import data_dir
+from spamguard.safe_files import NotRegularFile, open_regular
 
 SUFFIX = ".eml"
 # A larger message is stored only this far: the text the model sees comes from the head, and a corpus of
@@ -106,9 +107,14 @@ def read_message_file(name: str, stdin: BinaryIO | None = None) -> bytes:
         path = Path(name)
         if path.is_dir():
             raise CorpusError(f"{name} is a folder: learn takes message files (spamguard train reads folders)")
-        try:
-            with open(path, "rb") as f:
+        try:  # a FIFO would block the open until a writer came, a device never ends: regular files only
+            f, _ = open_regular(path)
+            with f:
                 data = f.read(MAX_STORED_BYTES)
+        except NotRegularFile as exc:
+            raise CorpusError(
+                f"{name} is a {exc.kind}, not a message file (to learn from a pipe, give it as standard input)"
+            ) from exc
         except OSError as exc:
             raise CorpusError(f"cannot read {name}: {exc.strerror or exc}") from exc
     return strip_final_newline(data)

@@ -16,10 +16,12 @@ it to `message_text` again (a subject such as "From: the desk of ..." then reads
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mailbox
 import os
 import re
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from spamguard.datasets import HAM, LABEL_NAMES, LABELS, SPAM, Example, read_sms
 from spamguard.errors import DataError
 from spamguard.message_text import KINDS, MAIL, SMS, message_kind, message_text
 from spamguard.progress import progress as progress_bar
+from spamguard.safe_files import NotRegularFile, file_kind, open_regular
 
 TextFunction = Callable[[str | bytes], str]
 
@@ -154,60 +157,113 @@ def sms_text(data: bytes) -> bool:
 
 
 def _read_file(path: Path, max_bytes: int) -> RawMessage:
-    """The file's bytes, with the reason when they are no mail (kept: `sms_files` may still read them as an SMS)."""
+    """One message file, opened as `safe_files.open_regular` does (links followed: mail folders use them), so
+    a FIFO or device put in a message's place is reported by its type, never waited on or read without end. The
+    bytes are kept with the reason when they are no mail: `sms_files` may still read them as an SMS."""
     source = str(path)
     try:
-        with open(path, "rb") as f:
+        f, _ = open_regular(path)
+        with f:
             data = f.read(max_bytes)
+    except NotRegularFile as exc:
+        return RawMessage(source, None, f"not a regular file ({exc.kind})")
     except OSError as exc:
         return RawMessage(source, None, f"unreadable ({exc.strerror or exc})")
     return RawMessage(source, data, not_a_message(data[:_HEAD_BYTES]))
 
 
+def _entry(path: Path) -> Path | RawMessage:
+    """A folder entry to read (a folder or a regular file, links followed), or why it is skipped: a link that
+    leads nowhere, a loop of links, a FIFO, a device (each by its name)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and path.is_symlink():
+            return RawMessage(str(path), None, "unreadable (dangling symlink)")
+        if exc.errno == errno.ELOOP:
+            return RawMessage(str(path), None, "unreadable (symlink loop)")
+        return RawMessage(str(path), None, f"unreadable ({exc.strerror or exc})")
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return path
+    return RawMessage(str(path), None, f"not a regular file ({file_kind(mode)})")
+
+
 def _regular_files(directory: Path) -> Iterator[Path | RawMessage]:
-    """Sorted entries without dot files (editor, Dovecot and Maildir++ bookkeeping); a FIFO or socket is
-    reported, never opened (opening a FIFO would block)."""
+    """Sorted entries without dot files (editor, Dovecot and Maildir++ bookkeeping), as `_entry` sees them: a
+    FIFO, socket or device is reported, never opened (opening a FIFO would block)."""
     try:
         names = sorted(os.listdir(directory))
     except OSError as exc:
         yield RawMessage(str(directory), None, f"unreadable folder ({exc.strerror or exc})")
         return
     for name in names:
-        if name.startswith("."):
-            continue
-        path = directory / name
-        if path.is_dir() or path.is_file():
-            yield path
-        elif path.is_symlink():
-            yield RawMessage(str(path), None, "unreadable (dangling symlink)")
-        else:
-            yield RawMessage(str(path), None, "not a regular file")
+        if not name.startswith("."):
+            yield _entry(directory / name)
 
 
-def iter_maildir(path: Path, max_bytes: int = MAX_MESSAGE_BYTES) -> Iterator[RawMessage]:
+class _Folders:
+    """The real folders a walk has entered, by device and inode: links are followed, yet each folder is read
+    once, so a link back up the tree (a loop) or a second link to a folder cannot make a walk read its messages
+    again and again (two self-referencing links in a 5-file folder once made 232,807 "messages")."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[int, int]] = set()
+
+    def first_visit(self, folder: Path) -> bool:
+        try:
+            info = os.stat(folder)
+        except OSError:
+            return True  # listing it reports why it is unreadable
+        key = (info.st_dev, info.st_ino)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
+_READ_ALREADY = "folder read already (a link loop, or a second link to it)"
+
+
+def iter_maildir(
+    path: Path, max_bytes: int = MAX_MESSAGE_BYTES, folders: _Folders | None = None
+) -> Iterator[RawMessage]:
     """Messages in cur/ and new/. File names carry delivery ids and flags (`1234.host:2,S`); they never matter
     here, because every file is one message whatever its name says."""
+    folders = folders if folders is not None else _Folders()
     for sub in MAILDIR_SUBDIRS:
+        if not folders.first_visit(Path(path) / sub):
+            yield RawMessage(str(Path(path) / sub), None, _READ_ALREADY)
+            continue
         for entry in _regular_files(Path(path) / sub):
             if isinstance(entry, RawMessage):
                 yield entry
             elif entry.is_dir():
-                yield RawMessage(str(entry), None, "not a regular file")
+                yield RawMessage(str(entry), None, "not a regular file (folder)")
             else:
                 yield _read_file(entry, max_bytes)
 
 
 def iter_folder(path: Path, max_bytes: int = MAX_MESSAGE_BYTES) -> Iterator[RawMessage]:
-    """Every non-hidden file below `path`, one message each (`.eml` or bare); a Maildir inside is read as one."""
-    for entry in _regular_files(Path(path)):
-        if isinstance(entry, RawMessage):
+    """Every non-hidden file below `path`, one message each (`.eml` or bare); a Maildir inside is read as one.
+    Each real folder is read once (`_Folders`), and the walk keeps its own stack, so a deep tree costs no
+    recursion."""
+    folders = _Folders()
+    folders.first_visit(Path(path))
+    stack = [_regular_files(Path(path))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+        elif isinstance(entry, RawMessage):
             yield entry
-        elif is_maildir(entry):
-            yield from iter_maildir(entry, max_bytes)
-        elif entry.is_dir():
-            yield from iter_folder(entry, max_bytes)
-        else:
+        elif not entry.is_dir():
             yield _read_file(entry, max_bytes)
+        elif not folders.first_visit(entry):
+            yield RawMessage(str(entry), None, _READ_ALREADY)
+        elif is_maildir(entry):
+            yield from iter_maildir(entry, max_bytes, folders)
+        else:
+            stack.append(_regular_files(entry))
 
 
 def unquote_mboxrd(data: bytes) -> bytes:

@@ -46,14 +46,17 @@ def _single_byte_order() -> list[int]:
     return printable + [b for b in range(256) if b not in printable]
 
 
-def _mergeable_ranks(encoder_json: Path, vocab_bpe: Path) -> dict[bytes, int]:
+def _mergeable_ranks(
+    encoder_data: bytes, vocab_data: bytes, encoder_json: Path | str, vocab_bpe: Path | str
+) -> dict[bytes, int]:
     """The same ranks as `tiktoken.load.data_gym_to_mergeable_bpe_ranks`, with the same consistency check
     (tiktoken assumes rank order is merge priority, so the merges must list the tokens 256.. in rank order),
-    in a fifth of the time and without the copy it writes into /tmp: process start matters on a mail host."""
+    in a fifth of the time and without the copy it writes into /tmp: process start matters on a mail host.
+    Takes the files' bytes (named for messages), so a caller that verified them builds from what it checked."""
     try:
-        encoder = json.loads(Path(encoder_json).read_bytes())
-        merges = Path(vocab_bpe).read_bytes().decode("utf-8").split("\n")[1:-1]
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        encoder = json.loads(encoder_data)
+        merges = vocab_data.decode("utf-8").split("\n")[1:-1]
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise TokenizerError(f"tokenizer files {encoder_json} and {vocab_bpe} are not GPT-2 BPE files ({exc})") from exc
     if not isinstance(encoder, dict):
         raise TokenizerError(f"tokenizer file {encoder_json} is not a GPT-2 encoder.json")
@@ -84,15 +87,22 @@ def _mergeable_ranks(encoder_json: Path, vocab_bpe: Path) -> dict[bytes, int]:
 def load_encoding(encoder_json: Path, vocab_bpe: Path) -> tiktoken.Encoding:
     """Build the encoding from OpenAI's `encoder.json` + `vocab.bpe` (or the hub's identical `vocab.json` +
     `merges.txt`); a mismatched pair is refused, as tiktoken's own loader does."""
-    import tiktoken
 
     for path in (encoder_json, vocab_bpe):
         if not Path(path).is_file():
             raise TokenizerError(f"tokenizer file not found: {path}")
+    return encoding_from_bytes(Path(encoder_json).read_bytes(), Path(vocab_bpe).read_bytes(), encoder_json, vocab_bpe)
+
+
+def encoding_from_bytes(
+    encoder_data: bytes, vocab_data: bytes, encoder_json: Path | str, vocab_bpe: Path | str
+) -> tiktoken.Encoding:
+    """`load_encoding` from the two files' contents (a bundle's, verified against their sha256 as they were
+    read); the names only label errors."""
     return tiktoken.Encoding(
         name="gpt2",
         pat_str=GPT2_PATTERN,
-        mergeable_ranks=_mergeable_ranks(Path(encoder_json), Path(vocab_bpe)),
+        mergeable_ranks=_mergeable_ranks(encoder_data, vocab_data, encoder_json, vocab_bpe),
         special_tokens={END_OF_TEXT: END_OF_TEXT_ID},
     )
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from spamguard.errors import SpamguardError, one_line
-from spamguard.plugins.frontdoor import InetAddress, NoObserver, Observer, Pool, verdict_kind
+from spamguard.plugins.frontdoor import InetAddress, NoObserver, Observer, Pool
 from spamguard.plugins.headers import VerdictLike
 from spamguard.plugins.pipe import DEFAULT_MAX_SIZE
 
@@ -132,7 +132,7 @@ class HttpApi:
             raise
         seconds = time.perf_counter() - start
         self.observer.scored(DOOR, verdict.label, seconds)
-        kind = verdict_kind(verdict, message)
+        kind = verdict.kind
         log.info(
             "door=http verdict=%s score=%.4f kind=%s ms=%.1f size=%d",
             verdict.label, verdict.score, kind, seconds * 1000, len(message),

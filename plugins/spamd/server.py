@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from spamguard.errors import one_line
-from spamguard.plugins.frontdoor import InetAddress, NoObserver, Observer, Pool, verdict_kind
+from spamguard.plugins.frontdoor import InetAddress, NoObserver, Observer, Pool
 from spamguard.plugins.spamd import protocol as p
 from spamguard.plugins.spamd.session import Reply, ScoreRequest, SpamdSession, SpamdSettings
 
@@ -139,7 +139,7 @@ class SpamdServer:
             verdict.label,
             verdict.score,
             session.points(verdict).score_text,
-            verdict_kind(verdict, request.message),
+            verdict.kind,
             seconds * 1000,
             request.size,
             " truncated=yes" if request.truncated else "",

@@ -18,7 +18,7 @@ import click
 from spamguard.cli import DEBUG_ENV
 from spamguard.cli.options import model_option, precision_option, threads_option, threshold_option
 from spamguard.errors import SpamguardError, one_line
-from spamguard.message_text import MAX_PARSE_BYTES, message_kind, strip_final_newline
+from spamguard.message_text import MAX_PARSE_BYTES, strip_final_newline
 
 if TYPE_CHECKING:
     from spamguard.classifier import Classifier, Verdict
@@ -118,11 +118,6 @@ def _classify(clf: Classifier, messages: Sequence[bytes], threshold: float | Non
     return results
 
 
-def _kind(verdict: Verdict, message: bytes) -> str:
-    # getattr until `Verdict.kind` lands (the bundle branch adds it): then `verdict.kind`.
-    return getattr(verdict, "kind", None) or message_kind(message)
-
-
 @click.command("check", cls=ExitThreeOnUsageError)
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
 @model_option
@@ -175,14 +170,13 @@ def check(
                 codes.append(EXIT_ERROR)
                 continue
             codes.append(_EXIT_OF[verdict.label])
-            kind = _kind(verdict, outcome)  # type: ignore[arg-type]
             if as_json:
                 extra = {"explain": explanation.to_list(EXPLAIN_TOP)} if explanation else {}
-                click.echo(json.dumps({"input": shown, "kind": kind, **verdict.to_dict(), **extra}))
+                click.echo(json.dumps({"input": shown, **verdict.to_dict(), **extra}))
                 continue
             click.echo(
                 f"{shown}: {verdict.label} score={verdict.score:.4f} threshold={verdict.threshold:.4f} "
-                f"kind={kind} model={verdict.model}"
+                f"kind={verdict.kind} model={verdict.model}"
             )
             for line in explanation.lines(EXPLAIN_TOP) if explanation else ():
                 click.echo(f"  {line}")

@@ -8,18 +8,24 @@ import click
 
 from spamguard import registry
 from spamguard.errors import BundleError
+from spamguard.message_text import KINDS
 
 
 def _describe(name: str) -> str:
+    """One line about an installed model. Everything shown comes from its checked manifest (a name is a safe
+    token, the base model one line of printable text), and a model that fails the check says why instead."""
     try:
-        manifest = registry.describe(name)
+        bundle = registry.describe(name)
     except BundleError as exc:
-        return f"unusable: {exc}"
-    precisions = "+".join(manifest.get("models", {}))
-    return (
-        f"threshold {float(manifest['threshold']):.4f}  max_tokens {manifest['max_tokens']}  {precisions}  "
-        f"base {manifest.get('base_model', '?')}"
-    )
+        return f"unusable: {registry.shown(str(exc))}"
+    thresholds = {kind: bundle.threshold_for(kind) for kind in KINDS}
+    if len(set(thresholds.values())) == 1:
+        threshold = f"threshold {bundle.threshold:.4f}"
+    else:
+        threshold = "threshold " + " ".join(f"{kind} {value:.4f}" for kind, value in thresholds.items())
+    precisions = "+".join(bundle.fields["models"])
+    base = bundle.fields["base_model"] or "?"
+    return f"{threshold}  max_tokens {bundle.max_tokens}  {precisions}  base {base}"
 
 
 @click.group("models", invoke_without_command=True)
@@ -38,14 +44,15 @@ def list_models() -> None:
         click.echo("no models installed (run 'spamguard train' or 'spamguard models install PATH')")
         return
     default = registry.default_name()
-    width = max(len(n) for n in names)
+    shown = {name: registry.shown(name) for name in names}
+    width = max(len(n) for n in shown.values())
     for name in names:
-        click.echo(f"{'*' if name == default else ' '} {name:<{width}}  {_describe(name)}")
+        click.echo(f"{'*' if name == default else ' '} {shown[name]:<{width}}  {_describe(name)}")
 
 
 @models.command("install")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--name", help="Install under this name (default: the bundle's own name).")
+@click.option("--name", help="Install under this name, which verdicts and headers then print (default: the bundle's).")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default model.")
 def install(path: Path, name: str | None, make_default: bool) -> None:
     """Copy the bundle at PATH into the models folder, after checking every file's sha256."""
@@ -58,8 +65,17 @@ def install(path: Path, name: str | None, make_default: bool) -> None:
 @click.argument("name")
 def remove(name: str) -> None:
     """Delete an installed model."""
-    registry.remove(name)
+    was_default = registry.remove(name)
     click.echo(f"removed {name}")
+    if was_default:
+        others = registry.installed()
+        if others:
+            click.echo(
+                f"{name} was the default model; none is now: choose one with 'spamguard models default NAME' "
+                f"(installed: {', '.join(registry.shown(n) for n in others)})"
+            )
+        else:
+            click.echo(f"{name} was the default model; no model is installed now")
 
 
 @models.command("default")

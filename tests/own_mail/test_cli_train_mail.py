@@ -86,7 +86,7 @@ def test_train_on_maildir_mbox_and_corpus(base: Path, tmp_path: Path, one_thread
     scores = np.array(clf.score_texts(e.text for e in splits.validation))
     choice = m["threshold_choice"]["mail"]
     assert m["thresholds"]["mail"]["threshold"] == m["threshold"] == threshold_for_fpr(labels, scores, 0.0)
-    assert not any(clf.verdict(s).is_spam for s in scores[labels == HAM])
+    assert not any(clf.verdict(s, "mail").is_spam for s in scores[labels == HAM])
     assert (choice["method"], choice["target_fpr"], choice["fpr"], choice["fp"]) == ("max_fpr", 0.0, 0.0, 0)
     assert choice["n_ham"] == int(np.sum(labels == HAM)) and choice["split"] == "validation"
     low, high = m["thresholds"]["mail"]["unsure"]

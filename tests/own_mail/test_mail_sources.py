@@ -138,7 +138,7 @@ def test_folder_skips_non_messages_with_reasons(tmp_path: Path) -> None:
             "binary file": 1,
             "empty file": 1,
             "unreadable (dangling symlink)": 1,
-            "not a regular file": 1,
+            "not a regular file (FIFO)": 1,
         }
     )
     assert report.skipped_example["binary file"] == str(folder / "image.gif")

@@ -28,6 +28,7 @@ class FakeVerdict:
     score: float = 0.98123
     threshold: float = 0.5
     model: str = "tiny"
+    kind: str = "mail"
 
 
 FIELDS = verdict_fields(FakeVerdict(), "0.1.0")

@@ -138,6 +138,7 @@ class FakeVerdict:
     score: float
     threshold: float = 0.5
     model: str = "tiny"
+    kind: str = "mail"
 
 
 def _session(policy: MilterPolicy | None = None, protocol: int = MTA_PROTOCOL) -> MilterSession:

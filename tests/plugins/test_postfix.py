@@ -45,7 +45,7 @@ CONTENT_FILTER = Path(__file__).resolve().parents[2] / "docs" / "postfix-content
 OUR_LINES = re.compile(
     rb"X-Spam-Flag: (YES|NO)\r\nX-Spam-Status: (Yes|No), score=\d\.\d\d required=\d\.\d\d tests=SPAMGUARD "
     rb"autolearn=no version=\S+\r\nX-Spamguard: label=(spam|ham) score=\d\.\d{4} threshold=\d\.\d{4}"
-    rb"(?: kind=mail)? model=tiny version=\S+\r\n"
+    rb" kind=mail model=tiny version=\S+\r\n"
     rb"Received: from "
 )
 

@@ -29,6 +29,7 @@ class FakeVerdict:
     score: float
     threshold: float = 0.5
     model: str = "tiny"
+    kind: str = "mail"
 
 
 SPAM = FakeVerdict("spam", 0.91)

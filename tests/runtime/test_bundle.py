@@ -72,3 +72,18 @@ def test_write_bundle_keeps_a_weights_file_with_its_graph(tiny_bundle: Path, tmp
             manifest={"name": "x", "threshold": 0.5, "max_tokens": 8},
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_per_kind_thresholds_read_with_their_fallback(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A kind's record needs its threshold; its unsure band may be left out, and figures beside them (training
+    may record what each threshold gave on validation) are left alone. A kind left out uses the top level."""
+    copy = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["unsure"] = [0.4, 0.6]
+    manifest["thresholds"] = {"mail": {"threshold": 0.25, "validation": {"fpr": 0.004}}}
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    bundle = load_bundle(copy)
+    assert (bundle.threshold_for("mail"), bundle.unsure_for("mail")) == (0.25, None)
+    assert (bundle.threshold_for("sms"), bundle.unsure_for("sms")) == (0.5, (0.4, 0.6))
+    with pytest.raises(ValueError, match="kind must be one of mail, sms, not 'fax'"):
+        bundle.threshold_for("fax")

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from spamguard import Classifier, Verdict
-from spamguard.bundle import MANIFEST
+from spamguard.bundle import MANIFEST, THRESHOLD_MAX
 from spamguard.classifier import length_batches, spam_probability
 from spamguard.errors import BundleError
 from spamguard.tokenizer import encode
@@ -91,7 +91,7 @@ def test_str_bytes_and_message_agree(clf: Classifier) -> None:
 def test_verdict_labels_threshold_and_unsure(tiny_bundle: Path, tmp_path: Path) -> None:
     clf = Classifier.load(tiny_bundle)
     s = clf.score(SHORT)
-    assert clf.classify(SHORT, threshold=s) == Verdict("spam", s, s, "tiny")
+    assert clf.classify(SHORT, threshold=s) == Verdict("spam", s, s, "tiny", "sms")
     assert clf.classify(SHORT, threshold=np.nextafter(s, 1)).label == "ham"
     assert clf.classify(SHORT).threshold == 0.5
     copy = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
@@ -154,7 +154,7 @@ def test_max_tokens_beyond_the_position_table_is_refused(tiny_bundle: Path, tmp_
     manifest = json.loads((copy / MANIFEST).read_text())
     manifest["max_tokens"] = 257
     (copy / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="max_tokens 257 exceeds the model's 256 positions"):
+    with pytest.raises(BundleError, match=r"'max_tokens' in spamguard\.json is 257, beyond the model's 256 positions$"):
         Classifier.load(copy)
 
 
@@ -199,3 +199,78 @@ def test_score_texts_scores_extracted_text_without_extracting_it_again(clf: Clas
     text = message_text(raw)  # "To: all staff\n\n...": read as a mail again, it would lose its first line
     assert clf.text_tokens(text) == clf.tokens(raw) != clf.tokens(text)
     assert clf.score_texts([text, SHORT]) == clf.score_batch([raw, SHORT])
+
+
+def test_a_classifier_is_immutable(clf: Classifier) -> None:
+    """Documented as immutable so that threads can share it: setting or deleting any attribute raises."""
+    for name, value in [("bundle", None), ("precision", "fp32"), ("threads", 8), ("_session", None), ("new", 1)]:
+        with pytest.raises(AttributeError):
+            setattr(clf, name, value)
+    with pytest.raises(AttributeError):
+        del clf.bundle
+    with pytest.raises(TypeError):
+        clf.bundle.fields["threshold"] = 0.0  # type: ignore[index]
+    before = clf.classify(SHORT)
+    clf.bundle.manifest["threshold"] = 0.0  # the manifest as read is for people; verdicts never read it
+    assert clf.classify(SHORT) == before and clf.bundle.threshold == 0.5
+    clf.bundle.manifest["threshold"] = 0.5
+
+
+MAIL = b"From: a@example.com\nTo: b@example.com\nSubject: lunch\n\nShall we meet at noon on Friday?\n"
+
+
+@pytest.fixture(scope="module")
+def two_threshold_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Mail is spam from 0 on, SMS never (the one value above 1 a threshold may take), the fallback 0.5 between:
+    every verdict shows which threshold applied, whatever the random model scores."""
+    from bundles import make_bundle
+
+    thresholds = {"mail": {"threshold": 0.0, "unsure": None}, "sms": {"threshold": THRESHOLD_MAX, "unsure": None}}
+    return make_bundle(tmp_path_factory.mktemp("kinds") / "two", int8=False, thresholds=thresholds)
+
+
+def test_mail_and_sms_get_the_threshold_of_their_kind(two_threshold_bundle: Path) -> None:
+    clf = Classifier.load(two_threshold_bundle)
+    mail, sms = clf.classify_batch([MAIL, SHORT])
+    assert (mail.kind, mail.threshold, mail.label) == ("mail", 0.0, "spam")
+    assert (sms.kind, sms.threshold, sms.label) == ("sms", THRESHOLD_MAX, "ham")
+    assert clf.classify(MAIL) == mail and clf.classify(SHORT) == sms
+    assert mail.to_dict()["kind"] == "mail" and sms.to_dict()["threshold"] == THRESHOLD_MAX
+    assert clf.bundle.threshold == 0.5  # the fallback stays what one-threshold readers see
+    # an explicit threshold overrides both kinds
+    assert [(v.kind, v.threshold, v.label) for v in clf.classify_batch([MAIL, SHORT], threshold=1.0)] == [
+        ("mail", 1.0, "ham"),
+        ("sms", 1.0, "ham"),
+    ]
+    # extracted texts have lost their header block: the caller says their kind
+    from spamguard.message_text import message_text
+
+    texts = [message_text(MAIL), SHORT]
+    assert clf.classify_texts(texts, ["mail", "sms"]) == [mail, sms]
+    assert [v.label for v in clf.classify_texts(texts, "mail")] == ["spam", "spam"]
+    with pytest.raises(ValueError, match="kind must be one of mail, sms, not 'fax'"):
+        clf.classify_texts(texts, "fax")
+    with pytest.raises(ValueError, match="2 texts but 1 kinds"):
+        clf.classify_texts(texts, ["mail"])
+
+
+def test_an_unsure_band_of_one_kind_only(two_threshold_bundle: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(two_threshold_bundle, tmp_path / "b"))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["thresholds"] = {"sms": {"threshold": 0.5, "unsure": [0.0, 1.0]}}  # mail falls back to the top level
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    clf = Classifier.load(copy)
+    mail, sms = clf.classify_batch([MAIL, SHORT])
+    assert (mail.threshold, sms.threshold, sms.label) == (0.5, 0.5, "unsure")
+    assert clf.bundle.unsure_for("sms") == (0.0, 1.0) and clf.bundle.unsure_for("mail") is None
+
+
+def test_an_old_one_threshold_bundle_applies_it_to_both_kinds(tiny_bundle: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    assert "thresholds" not in manifest
+    del manifest["unsure"]  # written by every spamguard so far, but not needed
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    clf = Classifier.load(copy)
+    assert [clf.bundle.threshold_for(k) for k in ("mail", "sms")] == [0.5, 0.5]
+    assert [(v.kind, v.threshold) for v in clf.classify_batch([MAIL, SHORT])] == [("mail", 0.5), ("sms", 0.5)]

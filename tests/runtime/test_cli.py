@@ -140,9 +140,16 @@ def test_models_install_list_default_remove(tiny_bundle: Path, spamguard_home: P
     assert (
         run("models", "default", "nope").stderr == "Error: no installed model named 'nope' (installed: other, tiny)\n"
     )
-    assert run("models", "remove", "other").stdout == "removed other\n"
-    assert run("check", input=SMS).stderr == NO_MODEL  # the default was removed
+    assert run("models", "remove", "other").stdout == (
+        "removed other\nother was the default model; none is now: choose one with 'spamguard models default NAME' "
+        "(installed: tiny)\n"
+    )
+    assert run("check", input=SMS).stderr == (  # the default was removed, another model is left
+        "Error: no default model (installed: tiny): choose one with 'spamguard models default NAME', or pass --model\n"
+    )
     assert run("models", "remove", "other").stderr == "Error: no installed model named 'other'\n"
+    assert run("models", "remove", "tiny").stdout == "removed tiny\n"  # not the default: nothing more to say
+    assert run("check", input=SMS).stderr == NO_MODEL
 
 
 def test_models_install_refuses_a_corrupt_bundle(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -221,4 +228,15 @@ def test_eval_bad_data(installed: Path, tmp_path: Path) -> None:
     nothing = run("eval")
     assert nothing.exit_code == 2 and nothing.stderr.endswith(
         "Error: give --data PATH, or --ham PATH and --spam PATH\n"
+    )
+
+
+def test_models_list_shows_thresholds_per_kind(tiny_bundle: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["thresholds"] = {"mail": {"threshold": 0.7, "unsure": None}, "sms": {"threshold": 0.4, "unsure": None}}
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    assert run("models", "install", str(copy), "--name", "kinds").exit_code == 0
+    assert run("models").stdout == (
+        "* kinds  threshold mail 0.7000 sms 0.4000  max_tokens 128  fp32+int8  base random-tiny\n"
     )
