@@ -41,7 +41,6 @@ RECIPIENT = "rcpt@example.net"
 MAILS = sorted(MAIL_DIR.glob("*/*"))  # the committed slice of real mail, ham and spam
 SAMPLE = MAILS[::3]  # 16 of them
 CONTENT_FILTER = Path(__file__).resolve().parents[2] / "docs" / "postfix-content-filter.sh"
-# kind= is optional until Verdict.kind lands: the milter's headers (and --connect's) then carry it too
 OUR_LINES = re.compile(
     rb"X-Spam-Flag: (YES|NO)\r\nX-Spam-Status: (Yes|No), score=\d\.\d\d required=\d\.\d\d tests=SPAMGUARD "
     rb"autolearn=no version=\S+\r\nX-Spamguard: label=(spam|ham) score=\d\.\d{4} threshold=\d\.\d{4}"
