@@ -99,6 +99,8 @@ def encoding_from_bytes(
 ) -> tiktoken.Encoding:
     """`load_encoding` from the two files' contents (a bundle's, verified against their sha256 as they were
     read); the names only label errors."""
+    import tiktoken
+
     return tiktoken.Encoding(
         name="gpt2",
         pat_str=GPT2_PATTERN,

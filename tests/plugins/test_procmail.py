@@ -36,7 +36,6 @@ pytestmark = pytest.mark.integration
 FULL = os.environ.get("SPAMGUARD_FULL_CORPUS") == "1"
 ALL_MAIL = sorted(MAIL_DIR.glob("*/*"))
 MAX_SIZE = "100K"  # below the corpus' largest messages, so the size cap is exercised too
-# kind= is optional until Verdict.kind lands: the milter's headers (and --connect's) then carry it too
 OUR_LINES = re.compile(
     rb"X-Spam-Flag: (YES|NO)(\r?\n)"
     rb"X-Spam-Status: (Yes|No), score=\d\.\d\d required=\d\.\d\d tests=SPAMGUARD autolearn=no version=\S+\2"
