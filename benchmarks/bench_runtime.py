@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from spamguard.classifier import Classifier, _session, length_batches, spam_probability
+from spamguard.classifier import Classifier, length_batches, session_for_file, spam_probability
 from spamguard.datasets import read_sms_tsv
 from spamguard.padding import pad_batch
 
@@ -96,7 +96,7 @@ def _session_scorer(path: Path) -> Scorer:
     batched score depend on the batch)."""
     import onnxruntime as ort
 
-    session = _session(ort, path, THREADS, ["CPUExecutionProvider"])
+    session = session_for_file(ort, path, THREADS, ["CPUExecutionProvider"])
 
     def score(token_lists: Sequence[Sequence[int]]) -> list[float]:
         out = []

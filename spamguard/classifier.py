@@ -19,11 +19,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spamguard.bundle import PRECISIONS, Bundle
+from spamguard.bundle import PRECISIONS, Bundle, weights_file
 from spamguard.errors import BundleError, SpamguardError
 from spamguard.message_text import KINDS, TEXT_VERSION, message_kind, message_text
 from spamguard.padding import pad_batch
@@ -123,6 +124,14 @@ def _session(ort: Any, files: dict[str, bytes], threads: int | None, providers: 
     session.disable_fallback()
     session._model_bytes = None
     return session
+
+
+def session_for_file(ort: Any, graph: os.PathLike, threads: int | None, providers: list[str]) -> Any:
+    """A session for an ONNX file outside a bundle (training's own export, the benchmarks), built as a bundle's
+    is: its graph and, when the export put them beside it, its weights, read into memory first."""
+    graph = Path(graph)
+    files = {path.name: path.read_bytes() for path in (graph, weights_file(graph)) if path.is_file()}
+    return _session(ort, files, threads, providers)
 
 
 def _release_free_memory() -> None:

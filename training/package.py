@@ -88,9 +88,9 @@ def onnx_scores(model_path: Path, token_lists: Sequence[Sequence[int]]) -> np.nd
     the same two messages at run time."""
     import onnxruntime as ort
 
-    from spamguard.classifier import _session, length_batches, spam_probability
+    from spamguard.classifier import length_batches, session_for_file, spam_probability
 
-    session = _session(ort, model_path, None, ["CPUExecutionProvider"])
+    session = session_for_file(ort, model_path, None, ["CPUExecutionProvider"])
     scores = np.empty(len(token_lists), dtype=np.float64)
     for batch in length_batches([len(t) for t in token_lists]):
         ids, lengths = pad_batch([token_lists[i] for i in batch])

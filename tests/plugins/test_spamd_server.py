@@ -4,6 +4,8 @@ level (hostile requests: answered or closed, and the server lives)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -167,7 +169,8 @@ def test_a_request_sent_byte_by_byte(server: Serve) -> None:
 
 
 def test_timeouts_connection_cap_and_scoring_failures(tiny_bundle: Path, tmp_path: Path) -> None:
-    options = ["--spamd", "127.0.0.1:0", "--idle-timeout", "3", "--max-connections", "2", "--timeout", "1e-9"]
+    options = ["--spamd", "127.0.0.1:0", "--idle-timeout", "3", "--max-connections", "2", "--timeout", "1"]
+    options += ["--extract-timeout", "60"]  # a stopped extraction process is not replaced during the test
     with running_serve(tiny_bundle, *options, log=tmp_path / "serve.log") as slow:
         port = slow.port("spamd")
         # a client silent mid-request is told so and closed
@@ -188,15 +191,25 @@ def test_timeouts_connection_cap_and_scoring_failures(tiny_bundle: Path, tmp_pat
             full = b"SPAMD/1.0 75 Temporary failure: 2 connections already open\r\n"
             wait_for(lambda: _exchange(port, b"PING SPAMC/1.5\r\n\r\n") == full, 2, "the connection cap")
         wait_for(lambda: _exchange(port, b"PING SPAMC/1.5\r\n\r\n") == b"SPAMD/1.5 0 PONG\r\n", 5, "a free slot")
-        # scoring that cannot finish in time: EX_TEMPFAIL, never a verdict; spamc passes the message through
-        assert _exchange(port, b"CHECK SPAMC/1.5\r\nContent-length: 29\r\n\r\n" + MESSAGE) == (
-            b"SPAMD/1.0 75 Temporary failure: scoring timed out after 1e-09 s\r\n"
-        )
-        fallback = spamc(port, message=MESSAGE)
-        assert (fallback.returncode, fallback.stdout) == (0, MESSAGE)
-        # spamc reads no status code: an error line followed by the close is an I/O error to it (as with spamd's
-        # own errors), which `-x` turns into its exit code and `--filter-retries` into a retry on the next host
-        assert spamc(port, "-x", message=MESSAGE).returncode == 74
+        # scoring that cannot finish in time (its extraction processes stopped): EX_TEMPFAIL, never a verdict;
+        # spamc passes the message through
+        stopped = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(slow.process.pid)], capture_output=True,
+                                                      text=True, check=True).stdout.split()]  # fmt: skip
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            assert _exchange(port, b"CHECK SPAMC/1.5\r\nContent-length: 29\r\n\r\n" + MESSAGE) == (
+                b"SPAMD/1.0 75 Temporary failure: scoring timed out after 1 s\r\n"
+            )
+            fallback = spamc(port, message=MESSAGE)
+            assert (fallback.returncode, fallback.stdout) == (0, MESSAGE)
+            # spamc reads no status code: an error line followed by the close is an I/O error to it (as with
+            # spamd's own errors), which `-x` turns into its exit code and `--filter-retries` into a retry on the
+            # next host
+            assert spamc(port, "-x", message=MESSAGE).returncode == 74
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
         wait_for(lambda: slow.lines("verdict=error"), 5, "the log line")
         assert "reply=75" in slow.lines("verdict=error")[0] and "scoring timed out" in slow.lines("verdict=error")[0]
 

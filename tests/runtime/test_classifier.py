@@ -158,18 +158,22 @@ def test_max_tokens_beyond_the_position_table_is_refused(tiny_bundle: Path, tmp_
         Classifier.load(copy)
 
 
+TRAINED_ON = "bundle {path} was trained on text version "
+NOT_A_VERSION = "corrupt bundle {path}: 'text_version' in spamguard.json must be an integer from 1 to 65536, not "
+
+
 @pytest.mark.parametrize(
-    ("version", "fix"),
+    ("version", "line"),
     [
-        (None, "1, this spamguard reads messages as version 2: retrain the model (spamguard train)"),
-        (1, "1, this spamguard reads messages as version 2: retrain the model (spamguard train)"),
-        (3, "3, this spamguard reads messages as version 2: upgrade spamguard (pip install -U spamguard)"),
-        ("2", "'2', this spamguard reads messages as version 2: retrain the model (spamguard train)"),
-        (True, "True, this spamguard reads messages as version 2: retrain the model (spamguard train)"),
+        (None, TRAINED_ON + "1, this spamguard reads messages as version 2: retrain the model (spamguard train)"),
+        (1, TRAINED_ON + "1, this spamguard reads messages as version 2: retrain the model (spamguard train)"),
+        (3, TRAINED_ON + "3, this spamguard reads messages as version 2: upgrade spamguard (pip install -U spamguard)"),
+        ("2", NOT_A_VERSION + '"2"'),  # not a version at all: the manifest's schema refuses it first
+        (True, NOT_A_VERSION + "true"),
     ],
 )
 def test_a_model_trained_on_another_text_version_is_refused(
-    tiny_bundle: Path, tmp_path: Path, version: object, fix: str
+    tiny_bundle: Path, tmp_path: Path, version: object, line: str
 ) -> None:
     """A model is served only with the text it was trained on; a bundle without `text_version` is version 1."""
     from click.testing import CliRunner
@@ -184,7 +188,7 @@ def test_a_model_trained_on_another_text_version_is_refused(
     else:
         manifest["text_version"] = version
     (copy / MANIFEST).write_text(json.dumps(manifest))
-    line = f"bundle {copy} was trained on text version {fix}"
+    line = line.format(path=copy)
     with pytest.raises(BundleError) as caught:
         Classifier.load(copy)
     assert str(caught.value) == line
