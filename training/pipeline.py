@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from spamguard import registry
+from spamguard.bundle import NAME_PATTERN, check_name
 from spamguard.errors import BundleError, TokenizerError
 from spamguard.message_text import TEXT_VERSION
 from spamguard.paths import models_dir
@@ -98,11 +99,11 @@ def plan_output(job: Job) -> Output:
     default = f"{base_name}{'-random' if job.weights == 'random' else ''}-{datetime.now():%Y%m%d-%H%M%S}"
     if job.name is not None:
         name = job.name
-    elif job.out is not None and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", Path(job.out).name):
+    elif job.out is not None and NAME_PATTERN.fullmatch(Path(job.out).name):
         name = Path(job.out).name
     else:
         name = default
-    registry.check_name(name)
+    check_name(name)
     out = Path(job.out).expanduser() if job.out is not None else models_dir() / name
     if out.exists():
         raise BundleError(f"output directory already exists: {out} (choose another --out or remove it)")

@@ -22,6 +22,14 @@ from spamguard.metrics import binary_metrics
 from spamguard.padding import pad_batch
 from spamguard.progress import progress as progress_bar
 from spamguard.tokenizer import PAD_ID
+from spamguard.training.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_SEED,
+    DEFAULT_TRAINABLE,
+    DEFAULT_WEIGHT_DECAY,
+)
 from spamguard.training.errors import TrainingError
 from spamguard.training.gpt2 import GPT2Classifier
 from spamguard.training.prefix_cache import PrefixCache
@@ -29,12 +37,12 @@ from spamguard.training.prefix_cache import PrefixCache
 
 @dataclass(frozen=True)
 class TrainSettings:
-    trainable: str = "last-block"  # last-block | last-layer (head only) | all | a number of blocks
-    epochs: int = 5
-    batch_size: int = 8
-    lr: float = 5e-5
-    weight_decay: float = 0.1
-    seed: int = 123  # torch (head initialisation) and the data order of every epoch
+    trainable: str = DEFAULT_TRAINABLE  # last-block | last-layer (head only) | all | a number of blocks
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    lr: float = DEFAULT_LR
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    seed: int = DEFAULT_SEED  # torch (head initialisation) and the data order of every epoch
     prefix_precision: str = "auto"  # of the frozen prefix pass: auto (see prefix_precision.py) | fp32 | bf16
 
     def to_dict(self) -> dict:

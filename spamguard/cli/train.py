@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from spamguard.training.defaults import DEFAULT_MAX_TOKENS
+from spamguard.training.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_SEED,
+    DEFAULT_TRAINABLE,
+    DEFAULT_WEIGHT_DECAY,
+)
 
 
 class TrainableType(click.ParamType):
@@ -79,18 +87,18 @@ class TrainableType(click.ParamType):
 @click.option(
     "--trainable",
     type=TrainableType(),
-    default="last-block",
+    default=DEFAULT_TRAINABLE,
     show_default=True,
     help="What trains besides the new head: the last block(s) and the final LayerNorm, only the head, or all.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option(
     "--lr",
     type=click.FloatRange(min=0.0, min_open=True),
-    default=5e-5,
+    default=DEFAULT_LR,
     show_default=True,
-    help="AdamW learning rate (weight decay 0.1).",
+    help=f"AdamW learning rate (weight decay {DEFAULT_WEIGHT_DECAY:g}).",
 )
 @click.option(
     "--max-tokens",
@@ -99,7 +107,9 @@ class TrainableType(click.ParamType):
     show_default=True,
     help="Messages are cut to this many tokens, in training and by the runtime.",
 )
-@click.option("--seed", type=int, default=123, show_default=True, help="Seeds the split, the head and the data order.")
+@click.option(
+    "--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seeds the split, the head and the data order."
+)
 @click.option(
     "--prefix-precision",
     type=click.Choice(["auto", "fp32", "bf16"]),

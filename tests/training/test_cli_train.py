@@ -6,6 +6,8 @@ import json
 import re
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +194,20 @@ def test_trainable_that_is_no_spec() -> None:
     result = invoke("--trainable", "some")
     assert result.exit_code == 2
     assert "Invalid value for '--trainable': 'some' is not last-block, last-layer, all or a number" in result.stderr
+
+
+def test_the_cli_defaults_are_the_recipes() -> None:
+    """One definition of each training default (`training/defaults.py`): `train --help` shows what
+    `TrainSettings()` uses, and the CLI module still loads without torch."""
+    from spamguard.cli.train import train
+    from spamguard.training.recipe import TrainSettings
+
+    defaults = {param.name: param.default for param in train.params}
+    recipe = TrainSettings()
+    for name in ("trainable", "epochs", "batch_size", "lr", "seed"):
+        assert defaults[name] == getattr(recipe, name), name
+    probe = "import sys, spamguard.cli.train; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 def test_prefix_precision_has_its_own_name() -> None:

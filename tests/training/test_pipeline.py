@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spamguard.bundle import load_bundle
+from spamguard.bundle import NAME_PATTERN, load_bundle
 from spamguard.errors import BundleError, TokenizerError
 from spamguard.paths import models_dir
 from spamguard.training.package import Exported, KindThreshold, fixed_threshold, package, parity_batch
@@ -65,6 +65,14 @@ def test_default_output_is_a_new_folder_in_the_models_dir() -> None:
 def test_output_named_after_the_out_folder(tmp_path: Path) -> None:
     out = plan_output(Job(out=tmp_path / "my-model"))
     assert (out.path, out.name, out.in_models_dir) == (tmp_path / "my-model", "my-model", False)
+
+
+@pytest.mark.parametrize("folder", ["my model", "-dash-first", "x" * 65, ".hidden"])
+def test_an_out_folder_that_is_no_model_name_gets_the_default_name(tmp_path: Path, folder: str) -> None:
+    """The folder's name is taken only when it is a valid model name (`bundle.NAME_PATTERN`, the one rule)."""
+    out = plan_output(Job(base="gpt2", weights="random", out=tmp_path / folder))
+    assert out.path == tmp_path / folder and out.name.startswith("gpt2-random-")
+    assert NAME_PATTERN.fullmatch(out.name)
 
 
 def test_installed_name_clash_is_found_before_training(tmp_path: Path) -> None:
