@@ -1,5 +1,5 @@
 """What the server front doors (spamd, HTTP, and the milter through `spamguard serve`) share: where they
-listen, and what they report about a verdict."""
+listen, and what they report about a verdict or a failure."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from typing import Protocol
 
 from spamguard.errors import SpamguardError
 from spamguard.plugins.headers import VerdictLike
+from spamguard.plugins.pool import PoolError
+
+# Seconds a door waits, after its reply to a request it refused or cut short, for the client to stop sending: unread
+# bytes at the close would turn it into a reset that can eat the reply.
+LINGER = 1.0
 
 _HOST_PORT = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):(\d{1,5})$")
 
@@ -33,6 +38,12 @@ def parse_inet(spec: str, what: str) -> InetAddress:
         raise SpamguardError(f"bad {what} address {spec!r}: use HOST:PORT, [IPv6]:PORT or PORT (on 127.0.0.1)")
     host = match.group(1) or match.group(2) or "127.0.0.1"
     return InetAddress(host, int(match.group(3)))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The label of a scoring failure in metrics and log lines: the pool's own (`overload`, `timeout`,
+    `extraction_timeout`, `failure`), or `internal` for anything else (a bug of ours)."""
+    return exc.reason if isinstance(exc, PoolError) else "internal"
 
 
 class Observer(Protocol):
