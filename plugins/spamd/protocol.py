@@ -99,6 +99,12 @@ class RequestReader:
         """Bytes of the request received so far (for the log line of a client that went silent)."""
         return len(self._buffer) + self._received
 
+    @property
+    def held(self) -> int:
+        """Bytes of the request held now (the rest was dropped past `max_size`): what the server counts against
+        its memory cap."""
+        return len(self._buffer) + len(self._body)
+
     def feed(self, data: bytes) -> Request | None:
         if self._done:
             return None  # bytes past the end of the request (spamd ignores them too)
