@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from flood import flood_as_nobody, require_nobody
 from servestack import Serve, running_serve, spread
 
 from spamguard import Classifier
@@ -150,7 +153,52 @@ def test_a_body_that_never_ends_is_timed_out(server: Serve) -> None:
             + b"only part of it"
         )
         reply = sock.recv(65536)
-    assert reply.startswith(b"HTTP/1.1 408 ") and b"request body not received within 1 s" in reply
+    assert reply.startswith(b"HTTP/1.1 408 ") and b"request not received whole within 1 s" in reply
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(65536) == b""
+    except OSError:
+        return True
+
+
+def test_a_slowloris_and_another_users_flood_while_requests_are_served(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A client sending its request head a byte a second is closed once --read-timeout (3 s) has passed since it
+    connected; another local user (nobody) holding three times the connection cap loses its own connections as
+    new ones arrive; meanwhile every normal request is answered. Before the limits, aiohttp's keep-alive timer
+    (3630 s) was all that bounded either, and nothing bounded how many connections were open."""
+    require_nobody()
+    options = ["--http", "127.0.0.1:0", "--read-timeout", "3", "--max-connections", "20"]
+    with running_serve(tiny_bundle, *options, log=tmp_path / "serve.log") as server:
+        port = server.port("http")
+        with flood_as_nobody(port, 60) as flood:
+            assert flood.opened == 60
+            answered = 0
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+                connected = time.monotonic()
+                head = b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nX-Padding: " + b"a" * 60
+                for byte in head:
+                    try:
+                        slow.sendall(bytes([byte]))
+                    except OSError:
+                        break
+                    if select.select([slow], [], [], 1.0)[0] and _closed_by_server(slow):
+                        break
+                    assert check(server, b"hello", "text/plain")[0] == 200  # served meanwhile
+                    answered += 1
+                else:
+                    raise AssertionError("the slow head was never closed")
+                closed_after = time.monotonic() - connected
+            print(f"slowloris closed {closed_after:.2f} s after connecting; {answered} requests answered meanwhile")
+            assert 2.5 <= closed_after <= 3 + 3, closed_after  # --read-timeout, plus a loaded machine's slack
+            assert answered >= 2
+            closed = flood.closed()
+            print(f"another user's 60 connections: {closed} closed by the server")
+            assert closed >= 60 - 20
+    lines = server.lines("connection limit (20) reached")
+    assert lines and all("closed a http connection from uid 65534" in line for line in lines)
+    assert not server.lines("Traceback")
 
 
 def test_healthz_needs_no_token(server: Serve) -> None:
