@@ -16,31 +16,28 @@ from typing import Any
 
 import click
 
-from spamguard.cli.milter import _reply
-from spamguard.cli.options import ByteSize, model_option, precision_option, threads_option, threshold_option
+from spamguard.cli.options import model_option, precision_option, threads_option, threshold_option
 from spamguard.cli.pool_options import pool_options, pool_settings
+from spamguard.cli.server_options import milter_options, milter_policy, server_limits, server_options
 from spamguard.errors import SpamguardError
-from spamguard.plugins.frontdoor import InetAddress, NoObserver, Observer, Pool, parse_inet
+from spamguard.plugins.connections import ConnectionTable, ServerLimits
+from spamguard.plugins.frontdoor import InetAddress, NoObserver, Observer, Pool, failure_reason, parse_inet
 from spamguard.plugins.headers import VerdictLike
 from spamguard.plugins.milter.address import ListenAddress, parse_listen
-from spamguard.plugins.milter.server import MilterServer, ServerLimits
-from spamguard.plugins.milter.session import DEFAULT_MAX_SIZE, DEFAULT_REJECT_REPLY, MilterPolicy
+from spamguard.plugins.milter.server import MilterServer
+from spamguard.plugins.milter.session import MilterPolicy
 from spamguard.plugins.pool import ScoringPool
+from spamguard.plugins.server_guards import ensure_descriptors
 from spamguard.plugins.spamd.points import DEFAULT_REQUIRED
-from spamguard.plugins.spamd.server import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_READ_TIMEOUT,
-    SpamdServer,
-)
+from spamguard.plugins.spamd.server import SpamdServer
 from spamguard.plugins.spamd.session import SpamdSettings
 
 log = logging.getLogger("spamguard.serve")
 
 
 class ObservedPool:
-    """The pool as one front door sees it, reporting each verdict and failure to the metrics: lets the milter
-    server, which knows nothing of metrics, be counted like the other doors."""
+    """The pool as one front door sees it, reporting each verdict and failure (by the pool's reason) to the
+    metrics: lets the milter server, which knows nothing of metrics, be counted like the other doors."""
 
     def __init__(self, pool: Pool, observer: Observer, door: str) -> None:
         self.pool, self.observer, self.door = pool, observer, door
@@ -49,8 +46,8 @@ class ObservedPool:
         start = time.perf_counter()
         try:
             verdict = await self.pool.classify(message)
-        except Exception:
-            self.observer.failed(self.door, "scoring")
+        except Exception as exc:
+            self.observer.failed(self.door, failure_reason(exc))
             raise
         self.observer.scored(self.door, verdict.label, time.perf_counter() - start)
         return verdict
@@ -68,10 +65,8 @@ class DoorSettings:
     """What the front doors are configured with, beside the pool they share."""
 
     max_size: int
+    limits: ServerLimits  # one connection table for all doors: its caps are the process's
     spamd: SpamdSettings
-    read_timeout: float
-    idle_timeout: float
-    max_connections: int
     token: str | None
     milter_policy: MilterPolicy
     socket_mode: int
@@ -110,49 +105,45 @@ async def _listen(door: str, address: object, start: Callable[[], Awaitable[Any]
 async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: DoorSettings) -> None:
     closers: list[Callable[[], Any]] = []
     observer: Observer = NoObserver()
-    connections: list[set[asyncio.Task[Any]]] = []
+    connections: list[Callable[[], set[asyncio.Task[Any]]]] = []
+    table = ConnectionTable(settings.limits)
     try:
         if doors.http is not None:
             Metrics, HttpApi = _http_modules()
             observer = Metrics(lambda: pool.pending)
             api = HttpApi(
-                pool, model=model, max_size=settings.max_size, read_timeout=settings.read_timeout,
-                token=settings.token, observer=observer, metrics=observer,
+                pool, model=model, table=table, max_size=settings.max_size, token=settings.token,
+                observer=observer, metrics=observer,
             )  # fmt: skip
-            runner = await _listen("http", doors.http, lambda: api.start(doors.http))
-            closers.append(runner.cleanup)
-            host, port = runner.addresses[0][:2]
+            server = await _listen("http", doors.http, lambda: api.start(doors.http))
+            closers.append(api.stop)  # its open requests get the same grace period
+            host, port = server.sockets[0].getsockname()[:2]
             log.info("listening: http %s", InetAddress(host, port))
         if doors.spamd is not None:
-            spamd = SpamdServer(
-                pool, settings.spamd, read_timeout=settings.read_timeout, idle_timeout=settings.idle_timeout,
-                max_connections=settings.max_connections, observer=observer,
-            )  # fmt: skip
+            spamd = SpamdServer(pool, settings.spamd, table, observer=observer)
             server = await _listen("spamd", doors.spamd, lambda: spamd.start(doors.spamd))
             closers.append(server.close)
-            connections.append(spamd.connections)
+            connections.append(lambda: spamd.connections)
             host, port = server.sockets[0].getsockname()[:2]
             log.info("listening: spamd %s", InetAddress(host, port))
         if doors.milter is not None:
             milter = MilterServer(
-                ObservedPool(pool, observer, "milter"),  # type: ignore[arg-type]  # the pool's classify() contract
-                settings.milter_policy,
-                ServerLimits(),  # the milter's own caps (docs/limits.md), not spamd's --max-connections
-            )
+                ObservedPool(pool, observer, "milter"), settings.milter_policy, table
+            )  # the pool's classify() contract
             milter_server = await _listen(
                 "milter", doors.milter, lambda: milter.start(doors.milter, socket_mode=settings.socket_mode)
             )
             closers.append(lambda: milter.stop(milter_server))  # its connections get the same grace period
-            server = milter_server
             bound = doors.milter
             if bound.kind == "inet":
-                host, port = server.sockets[0].getsockname()[:2]
+                host, port = milter_server.sockets[0].getsockname()[:2]
                 bound = ListenAddress("inet", host=host, port=port)
             log.info("listening: milter %s", bound)
     except BaseException:
         for close in reversed(closers):
             with contextlib.suppress(Exception):
                 await _maybe_await(close())
+        table.stop()
         raise
 
     stop = asyncio.Event()
@@ -164,11 +155,13 @@ async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: DoorSett
     for close in reversed(closers):
         await _maybe_await(close())
     # connections in progress get a short grace period to finish their message
-    tasks = set().union(*connections)
+    tasks = set().union(*(tasks() for tasks in connections))
     if tasks:
         await asyncio.wait(tasks, timeout=2)
     for task in tasks:
         task.cancel()
+    table.stop()
+    log.info("%s", pool.stats().line())
 
 
 async def _maybe_await(result: Any) -> None:
@@ -185,34 +178,7 @@ async def _maybe_await(result: Any) -> None:
 @threshold_option
 @threads_option
 @pool_options
-@click.option(
-    "--max-size",
-    type=ByteSize(),
-    default=DEFAULT_MAX_SIZE,
-    show_default=True,
-    help="Bytes of a message scored (and held); spamd PROCESS and HTTP refuse larger messages.",
-)
-@click.option(
-    "--max-connections",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_CONNECTIONS,
-    show_default=True,
-    help="spamd connections served at once; more get EX_TEMPFAIL at once.",
-)
-@click.option(
-    "--read-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_READ_TIMEOUT,
-    show_default=True,
-    help="Seconds for a whole spamd request (an HTTP request body) to arrive.",
-)
-@click.option(
-    "--idle-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_IDLE_TIMEOUT,
-    show_default=True,
-    help="Seconds a spamd client may stay silent mid-request.",
-)
+@server_options
 @click.option(
     "--required-score",
     type=click.FloatRange(min=0.1, max=1000),
@@ -221,18 +187,7 @@ async def _maybe_await(result: Any) -> None:
     help="The required score reported to spamd clients; the threshold maps to it (docs/servers.md).",
 )
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), help="HTTP bearer token, in a file.")
-@click.option(
-    "--reject-threshold", type=click.FloatRange(0, 1), help="Milter: refuse messages scoring at or above this."
-)
-@click.option(
-    "--reject-message",
-    default=DEFAULT_REJECT_REPLY,
-    show_default=True,
-    callback=_reply,
-    help="Milter: SMTP reply for rejected messages.",
-)
-@click.option("--fail-closed", is_flag=True, help="Milter: tempfail (451) instead of accepting when scoring fails.")
-@click.option("--socket-mode", default="660", show_default=True, help="Milter: permissions of a unix socket (octal).")
+@milter_options
 def serve(
     milter_address: str | None,
     spamd_address: str | None,
@@ -243,6 +198,7 @@ def serve(
     threads: int | None,
     max_size: int,
     max_connections: int,
+    max_buffer: int,
     read_timeout: float,
     idle_timeout: float,
     required_score: float,
@@ -250,12 +206,16 @@ def serve(
     reject_threshold: float | None,
     reject_message: str,
     fail_closed: bool,
-    socket_mode: str,
+    max_headers: int,
+    max_header_bytes: int,
+    socket_mode: int,
     **pool_choices: Any,
 ) -> None:
     """Serve the milter, spamd and HTTP front doors from one loaded model.
 
-    Give any of --milter, --spamd and --http. Logs one line per message on stderr (door, verdict, score, ms)."""
+    Give any of --milter, --spamd and --http. The limits (--max-connections, --max-buffer, timeouts, --max-size)
+    apply to every door, the --reject-*, --fail-closed, --max-header* and --socket-mode options to the milter.
+    Logs one line per message on stderr (door, verdict, score, ms)."""
     if not (milter_address or spamd_address or http_address):
         raise click.UsageError("give at least one of --milter, --spamd, --http")
     doors = Doors(
@@ -263,13 +223,10 @@ def serve(
         parse_inet(spamd_address, "spamd") if spamd_address else None,
         parse_inet(http_address, "http") if http_address else None,
     )
-    try:
-        mode = int(socket_mode, 8)
-    except ValueError:
-        raise click.BadParameter(f"{socket_mode!r} is not an octal mode", param_hint="--socket-mode") from None
     token = _read_token(token_file)
     if doors.http is not None:
         _http_modules()  # a missing extra is reported before the model loads
+    ensure_descriptors(max_connections)  # before the model loads: a cap that cannot hold fails at once
     logging.basicConfig(level=logging.INFO, format="%(asctime)s spamguard-serve %(levelname)s %(message)s")
     from spamguard import Classifier
 
@@ -279,16 +236,18 @@ def serve(
     pool = ScoringPool(classifier, pool_settings(threshold=threshold, **pool_choices))
     settings = DoorSettings(
         max_size=max_size,
-        spamd=SpamdSettings(max_size, required_score),
-        read_timeout=read_timeout,
-        idle_timeout=idle_timeout,
-        max_connections=max_connections,
-        token=token,
-        milter_policy=MilterPolicy(
-            reject_threshold=reject_threshold, reject_reply=reject_message, fail_closed=fail_closed, max_size=max_size
+        limits=server_limits(
+            max_connections=max_connections, max_buffer=max_buffer, read_timeout=read_timeout,
+            idle_timeout=idle_timeout,
         ),
-        socket_mode=mode,
-    )
+        spamd=SpamdSettings(max_size, required_score),
+        token=token,
+        milter_policy=milter_policy(
+            max_size=max_size, reject_threshold=reject_threshold, reject_message=reject_message,
+            fail_closed=fail_closed, max_headers=max_headers, max_header_bytes=max_header_bytes,
+        ),
+        socket_mode=socket_mode,
+    )  # fmt: skip
     try:
         asyncio.run(_serve(doors, pool, classifier.bundle.name, settings))
     finally:
