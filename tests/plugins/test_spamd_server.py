@@ -224,7 +224,7 @@ def test_spamc_is_served_while_another_user_holds_every_connection(
     the connection table, the cap refused spamc with EX_TEMPFAIL (`0/0`) for as long as the flood held."""
     require("spamc")
     require_nobody()
-    options = ["--spamd", "127.0.0.1:0", "--max-connections", "20", "--read-timeout", "60"]
+    options = ["--spamd", "127.0.0.1:0", "--max-connections", "20", "--read-timeout", "60", "--max-buffer", "1M"]
     with running_serve(tiny_bundle, *options, "--threshold", repr(threshold), log=tmp_path / "serve.log") as serve:
         port = serve.port("spamd")
         with flood_as_nobody(port, 60, b"CHECK SPAMC/1.5\r\nContent-length: 99\r\n\r\n") as flood:
@@ -238,6 +238,19 @@ def test_spamc_is_served_while_another_user_holds_every_connection(
             closed = flood.closed()
             print(f"another user's 60 connections: {closed} closed by the server, {len(checked)} spamc runs scored")
             assert 60 - 20 + 1 <= closed <= 60 - 20 + len(checked)
+        # requests held unfinished: 3 x 400 KB against a 1 MiB cap; the largest holder goes, spamc is served
+        holders = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        try:
+            for sock in holders:
+                sock.sendall(b"CHECK SPAMC/1.5\r\nContent-length: 500000\r\n\r\n" + b"z" * 400_000)
+            wait_for(lambda: serve.lines("over the cap of 1048576"), 5, "the buffer cap's log line")
+            path, verdict = checked[0]
+            assert spamc(port, "-c", message=path.read_bytes()).stdout.decode() == f"{_points(verdict)}\n"
+        finally:
+            for sock in holders:
+                sock.close()
+        (line,) = serve.lines("over the cap of 1048576")
+        assert "closed the largest holder (a spamd connection," in line and "from uid 0)" in line
         assert serve.alive()
     lines = serve.lines("connection limit (20) reached")
     assert lines and all("closed a spamd connection from uid 65534" in line for line in lines)
