@@ -217,6 +217,17 @@ def test_a_slowloris_and_another_users_flood_while_requests_are_served(tiny_bund
     assert not server.lines("Traceback")
 
 
+def test_a_malformed_request_is_one_log_line(server: Serve) -> None:
+    """aiohttp's parser refuses a malformed head with 400 and reports it with a traceback: here one line."""
+    before = len(server.lines("http: Error handling request"))
+    with socket.create_connection(("127.0.0.1", server.port("http")), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.0 400 Bad Request")  # aiohttp answers in 1.0
+    wait_for(lambda: len(server.lines("http: Error handling request")) > before, 5, "the log line")
+    assert "BadHttpMessage" in server.lines("http: Error handling request")[-1]
+    assert not server.lines("Traceback") and server.alive()
+
+
 def test_healthz_needs_no_token(server: Serve) -> None:
     status, _, data = request(server, "GET", "/healthz", headers={"Authorization": ""})
     assert (status, json.loads(data)) == (200, {"status": "ok", "model": "tiny"})
