@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from spamguard.cli.options import ByteSize, model_option, precision_option, threads_option, threshold_option
+from spamguard.cascade import describe
+from spamguard.cli.options import (
+    ByteSize,
+    cascade_option,
+    model_option,
+    precision_option,
+    threads_option,
+    threshold_option,
+)
 from spamguard.cli.pool_options import pool_options, pool_settings
 from spamguard.plugins.milter.address import parse_listen
 from spamguard.plugins.milter.server import DEFAULT_LISTEN, MilterServer, ServerLimits
@@ -45,6 +53,7 @@ def _reply(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @model_option
 @precision_option
+@cascade_option
 @threshold_option
 @click.option(
     "--reject-threshold",
@@ -116,6 +125,7 @@ def milter(
     listen: str,
     model: str | None,
     precision: str,
+    cascade: bool,
     threshold: float | None,
     reject_threshold: float | None,
     reject_message: str,
@@ -143,11 +153,12 @@ def milter(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s spamguard-milter %(levelname)s %(message)s")
     from spamguard import Classifier
 
-    classifier = Classifier.load(model, precision=precision, threads=threads)
+    classifier = Classifier.load(model, precision=precision, threads=threads, cascade=cascade)
     effective = classifier.bundle.threshold if threshold is None else threshold
     logging.getLogger("spamguard.milter").info(
-        "model %s (%s), threshold %.4f", classifier.bundle.name, classifier.precision, effective
-    )
+        "model %s (%s), threshold %.4f, %s", classifier.bundle.name, classifier.precision, effective,
+        describe(classifier, threshold),
+    )  # fmt: skip
     policy = MilterPolicy(
         reject_threshold=reject_threshold,
         reject_reply=reject_message,
