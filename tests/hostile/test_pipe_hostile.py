@@ -102,9 +102,8 @@ def test_the_headers_name_the_kind(tiny_bundle: Path) -> None:
 
 # --- the check before writing -----------------------------------------------------------------------------------
 
-FIELDS = verdict_fields(
-    type("V", (), {"label": "spam", "score": 0.9, "threshold": 0.5, "model": "m", "kind": "mail", "stage": "full"})(), "1"
-)
+VERDICT = {"label": "spam", "score": 0.9, "threshold": 0.5, "model": "m", "kind": "mail", "stage": "full"}
+FIELDS = verdict_fields(type("V", (), VERDICT)(), "1")
 
 
 def test_the_check_refuses_what_an_lf_only_splitter_would_write(monkeypatch: pytest.MonkeyPatch) -> None:
