@@ -50,6 +50,7 @@ class VerdictLike(Protocol):
     threshold: float
     model: str
     kind: str  # "mail" or "sms": whose threshold applied
+    stage: str  # "student" or "full": which model of a cascade decided (`spamguard.cascade`)
 
 
 def _lines(raw: Buffer, start: int) -> Iterator[tuple[int, int]]:
@@ -230,7 +231,8 @@ def verdict_fields(verdict: VerdictLike, version: str) -> list[Field]:
     """The three headers in SpamAssassin's style, so existing procmail/Sieve rules keep working:
     `X-Spam-Flag: YES` only for spam (an unsure verdict is not flagged; its label says so). `autolearn=no`
     after `tests=` as SpamAssassin writes it: rspamd's spamassassin scanner finds the score only when it is
-    there (without it rspamd's Lua raises and the SPAMD symbol is lost). `kind=` says whose threshold applied."""
+    there (without it rspamd's Lua raises and the SPAMD symbol is lost). `kind=` says whose threshold applied,
+    `stage=` which model decided (the student of a cascade, or the full model)."""
     is_spam = verdict.label == "spam"
     return [
         (FLAG, "YES" if is_spam else "NO"),
@@ -242,6 +244,7 @@ def verdict_fields(verdict: VerdictLike, version: str) -> list[Field]:
         (
             SPAMGUARD,
             f"label={_token(verdict.label)} score={verdict.score:.4f} threshold={verdict.threshold:.4f} "
-            f"kind={_token(verdict.kind)} model={_token(verdict.model)} version={_token(version)}",
+            f"kind={_token(verdict.kind)} stage={_token(verdict.stage)} model={_token(verdict.model)} "
+            f"version={_token(version)}",
         ),
     ]

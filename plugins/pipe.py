@@ -43,6 +43,7 @@ _READ_CHUNK = 1 << 20
 class PipeSettings:
     model: str | None = None  # name or bundle path; None: $SPAMGUARD_MODEL, then the default model
     precision: str = "auto"
+    cascade: bool = True  # the bundle's student decides where it is sure (docs/cascade.md)
     threshold: float | None = None  # None: the bundle's threshold
     max_size: int = DEFAULT_MAX_SIZE
     timeout: float = DEFAULT_TIMEOUT
@@ -73,7 +74,9 @@ def read_message(stream: BinaryIO) -> bytearray:
 def fields_from_model(message: bytes, settings: PipeSettings) -> list[Field]:
     from spamguard import Classifier  # here, so a missing or broken runtime is a failure like any other
 
-    classifier = Classifier.load(settings.model, precision=settings.precision, threads=settings.threads)
+    classifier = Classifier.load(
+        settings.model, precision=settings.precision, threads=settings.threads, cascade=settings.cascade
+    )
     return verdict_fields(classifier.classify(message, threshold=settings.threshold), spamguard_version())
 
 

@@ -7,13 +7,17 @@ A message passes two stages:
    processes, each message within `extract_timeout`. A message that makes the mail or HTML parser slow holds
    its own slot until the deadline kills that process; the other slots go on serving everybody else.
 2. score: `workers` threads in this process, each taking whatever prepared messages are waiting (up to
-   `max_batch`) as one onnxruntime batch; onnxruntime releases the GIL, so the event loop stays responsive.
-A verdict cache belongs between the two (the same kind and tokens get the same verdict from the same model).
+   `max_batch`) as one batch (`Classifier.classify_tokens`: with a cascade, the student scores the batch and
+   only the messages it is unsure of go on to the full model); onnxruntime releases the GIL, so the event loop
+   stays responsive.
+Between the two, the verdict cache (`plugins.verdict_cache`): a message whose kind and tokens were scored
+before by this model at this threshold is answered from it at once, without queueing for the model.
 
 Every message is bounded: at most `max_pending` are admitted at a time (queued or in progress; past that
 `Overloaded` at once instead of a queue that grows), each gets at most `timeout` seconds from admission to
 verdict (`PoolTimeout`), its text extraction at most `extract_timeout` (`ExtractionTimeout`); anything else
-that goes wrong is `ScoringFailed`. `stats()` counts all of it for logs and metrics."""
+that goes wrong is `ScoringFailed`. `stats()` counts all of it for logs and metrics, and the pool logs its
+`stats().line()` every `log_interval` seconds while messages come."""
 
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING
 from spamguard.errors import SpamguardError, one_line
 from spamguard.message_text import MAX_PARSE_BYTES
 from spamguard.plugins.extraction import ExtractionError, ExtractionProcess, Prepared
+from spamguard.plugins.verdict_cache import DEFAULT_BYTES, DEFAULT_ENTRIES, CacheStats, VerdictCache
 
 if TYPE_CHECKING:
     from spamguard.classifier import Classifier, Verdict
@@ -81,6 +86,9 @@ class PoolSettings:
     extract_workers: int = 2  # text extraction processes
     extract_timeout: float = 2.0  # seconds for one message's text extraction and tokenization
     extract_memory: int | None = 512 * 1024**2  # address-space limit of each extraction process (bytes)
+    cache_entries: int = DEFAULT_ENTRIES  # verdicts the cache keeps (0: no cache)
+    cache_bytes: int = DEFAULT_BYTES  # memory the cache's entries may take
+    log_interval: float = 300.0  # seconds between two stats lines in the log (0: none but at the end)
 
 
 @dataclass(frozen=True)
@@ -92,19 +100,29 @@ class PoolStats:
     waiting_extraction: int  # admitted, waiting for an extraction process
     waiting_scoring: int  # prepared, waiting for a scoring thread
     verdicts: dict[tuple[str, str], int]  # (kind, label) -> messages answered with a verdict
+    stages: dict[str, int]  # Verdict.stage -> verdicts decided by it ("student", "full"), cache hits included
     errors: dict[str, int]  # PoolError.reason -> messages answered with that error
     extraction_restarts: int  # extraction processes killed (timeout) or found dead, and replaced
     latency_buckets: tuple[tuple[float, int], ...]  # (upper bound in s, answers at or under it), cumulative, inf last
     latency_sum: float  # seconds, over every admitted message answered
     latency_count: int
+    cache: CacheStats | None  # None: no cache
 
     def line(self) -> str:
-        """One log line: answers by kind and label, errors by reason, restarts, mean latency."""
+        """One log line: answers by kind and label and by stage, errors by reason, restarts, mean latency, the
+        cache's hit rate."""
         parts = [f"{kind}/{label}={count}" for (kind, label), count in sorted(self.verdicts.items())]
+        parts += [f"stage_{stage}={count}" for stage, count in sorted(self.stages.items())]
         parts += [f"error_{reason}={count}" for reason, count in sorted(self.errors.items())]
         parts.append(f"extraction_restarts={self.extraction_restarts}")
         if self.latency_count:
             parts.append(f"mean_ms={1000 * self.latency_sum / self.latency_count:.1f}")
+        if self.cache is not None:
+            c = self.cache
+            parts.append(
+                f"cache_hits={c.hits} cache_misses={c.misses} cache_hit_rate={c.hit_rate:.3f} "
+                f"cache_entries={c.entries} cache_bytes={c.bytes} cache_evictions={c.evictions}"
+            )
         return "scoring pool: " + " ".join(parts)
 
 
@@ -114,6 +132,7 @@ class _Job:
     future: asyncio.Future[Verdict]
     loop: asyncio.AbstractEventLoop
     prepared: Prepared | None = None
+    key: bytes | None = None  # its verdict cache key, once prepared
 
 
 def _settle(future: asyncio.Future[Verdict], result: Verdict | PoolError) -> None:
@@ -127,16 +146,27 @@ def _settle(future: asyncio.Future[Verdict], result: Verdict | PoolError) -> Non
 
 class ScoringPool:
     """One loaded model behind a bounded, batched, isolated queue. Create it once per process (it starts its
-    threads and extraction processes), share it between front doors, `close()` it at the end."""
+    threads and extraction processes), share it between front doors, `close()` it at the end. `cache`: a
+    verdict cache to use (one may be shared by pools of different models: its keys tell them apart); None makes
+    one from the settings' `cache_entries` and `cache_bytes`, or none when `cache_entries` is 0."""
 
-    def __init__(self, classifier: Classifier, settings: PoolSettings | None = None) -> None:
+    def __init__(
+        self, classifier: Classifier, settings: PoolSettings | None = None, *, cache: VerdictCache | None = None
+    ) -> None:
         self.classifier = classifier
         self.settings = settings = settings or PoolSettings()
+        if cache is None and settings.cache_entries > 0:
+            cache = VerdictCache(settings.cache_entries, settings.cache_bytes)
+        self.cache = cache
+        # whose verdicts this pool gives: the model, and the threshold the settings apply to every kind
+        self._identity = f"{classifier.identity}:threshold={settings.threshold!r}"
         self._lock = threading.Lock()
         self._pending = 0
         self._closed = False
         self._verdicts: Counter[tuple[str, str]] = Counter()
+        self._stages: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
+        self._logged_at = time.monotonic()
         self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
         self._extract_queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -187,18 +217,25 @@ class ScoringPool:
         except PoolError as exc:
             self._answered(start, error=exc.reason)
             raise
-        self._answered(start, verdict=(job.prepared.kind if job.prepared else "", verdict.label))
+        self._answered(start, verdict=verdict)
         return verdict
 
-    def _answered(self, start: float, *, verdict: tuple[str, str] | None = None, error: str = "") -> None:
-        seconds = time.monotonic() - start
+    def _answered(self, start: float, *, verdict: Verdict | None = None, error: str = "") -> None:
+        now = time.monotonic()
+        seconds = now - start
         with self._lock:
             if verdict is not None:
-                self._verdicts[verdict] += 1
+                self._verdicts[verdict.kind, verdict.label] += 1
+                self._stages[verdict.stage] += 1
             else:
                 self._errors[error] += 1
             self._latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             self._latency_sum += seconds
+            due = self.settings.log_interval > 0 and now - self._logged_at >= self.settings.log_interval
+            if due:
+                self._logged_at = now
+        if due:
+            log.info("%s", self.stats().line())
 
     def stats(self) -> PoolStats:
         with self._lock:
@@ -212,11 +249,13 @@ class ScoringPool:
                 waiting_extraction=self._extract_queue.qsize(),
                 waiting_scoring=self._score_queue.qsize(),
                 verdicts=dict(self._verdicts),
+                stages=dict(self._stages),
                 errors=dict(self._errors),
                 extraction_restarts=sum(slot.restarts for slot in self._slots),
                 latency_buckets=tuple(cumulative),
                 latency_sum=self._latency_sum,
                 latency_count=total,
+                cache=self.cache.stats() if self.cache is not None else None,
             )
 
     @property
@@ -264,7 +303,13 @@ class ScoringPool:
                 except ExtractionError as start_failed:
                     log.warning("%s", start_failed)  # the next message tries again, and fails if it must
                 continue
-            job.prepared = prepared  # read by classify() once the verdict is in, for the counts by kind
+            job.prepared = prepared
+            if self.cache is not None:
+                job.key = self.cache.key(self._identity, prepared.kind, prepared.tokens)
+                cached = self.cache.get(job.key)
+                if cached is not None:
+                    self._resolve(job, cached)  # the same text from the same model: no need to run it again
+                    continue
             self._score_queue.put((job, prepared))
 
     def _take_batch(self) -> list[tuple[_Job, Prepared]] | None:
@@ -294,6 +339,8 @@ class ScoringPool:
                 # one bad message must not fail the messages batched with it: score them one by one
                 results = [self._one(item) for item in prepared]
             for (job, _), result in zip(batch, results, strict=True):
+                if self.cache is not None and job.key is not None and not isinstance(result, PoolError):
+                    self.cache.put(job.key, result)
                 self._resolve(job, result)
 
     def _one(self, prepared: Prepared) -> Verdict | PoolError:
@@ -303,11 +350,11 @@ class ScoringPool:
             return ScoringFailed(one_line(exc))
 
     def _verdicts_for(self, prepared: list[Prepared]) -> list[Verdict | PoolError]:
-        scores = self.classifier.score_tokens([item.tokens for item in prepared])
-        return [
-            self.classifier.verdict(score, item.kind, self.settings.threshold)
-            for score, item in zip(scores, prepared, strict=True)
-        ]
+        return list(
+            self.classifier.classify_tokens(
+                [item.tokens for item in prepared], [item.kind for item in prepared], threshold=self.settings.threshold
+            )
+        )
 
     # --- shutdown -------------------------------------------------------------------------------------------------
 

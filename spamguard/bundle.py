@@ -51,7 +51,7 @@ MODEL_PRECISIONS = ("fp32", "int8")  # the models a bundle can hold
 # comes near 8 GiB. The manifest is a few kilobytes (training reports per data source included).
 MAX_FILE_BYTES = 8 << 30
 MAX_BUNDLE_BYTES = 16 << 30  # all files together (`spamguard models install` copies them)
-MAX_FILES = 32  # a bundle has up to 7 (two models, their weights, two tokenizer files, curves and checkpoint)
+MAX_FILES = 32  # a bundle has up to 11 (two models and a student's two, their weights, tokenizer, curves, checkpoint)
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_TOKENS_LIMIT = 1 << 16  # above any GPT-2 position table (1024); model_config.n_positions bounds it further
 # A model name is printed in verdicts, mail headers and logs, and names a folder of the models dir: a safe token.
@@ -166,6 +166,35 @@ class KindThreshold:
     threshold: float
     unsure: tuple[float, float] | None
 
+    def label(self, score: float) -> str:
+        """The verdict rule (`spamguard.thresholds`), defined once: "unsure" inside the band, else "spam" at or
+        above the threshold, else "ham". The classifier and the cascade's band choice both apply it."""
+        if self.unsure is not None and self.unsure[0] <= score < self.unsure[1]:
+            return "unsure"
+        return "spam" if score >= self.threshold else "ham"
+
+    def band_limits(self) -> tuple[float, float]:
+        """(highest `low`, lowest `high`) of a cascade band for this kind: a band contains the threshold and the
+        unsure band, so whatever the student decides is the plain verdict of its score, never unsure."""
+        if self.unsure is None:
+            return self.threshold, self.threshold
+        return min(self.threshold, self.unsure[0]), max(self.threshold, self.unsure[1])
+
+
+@dataclass(frozen=True)
+class Band:
+    """A cascade band (`spamguard.cascade`): student scores in `[low, high)` go to the full model; below `low`
+    the student's verdict (ham) is final, from `high` on its verdict (spam) is."""
+
+    low: float
+    high: float
+
+    def decides(self, score: float) -> bool:
+        return score < self.low or score >= self.high
+
+    def to_manifest(self) -> dict[str, float]:
+        return {"low": self.low, "high": self.high}
+
 
 def _per_kind(value: Any) -> Mapping[str, KindThreshold]:
     """`{"mail": {"threshold": t, "unsure": band}, "sms": {...}}`; a kind left out uses the top-level pair."""
@@ -180,6 +209,43 @@ def _per_kind(value: Any) -> Mapping[str, KindThreshold]:
             raise exc.under(kind) from None
         parsed[kind] = KindThreshold(fields["threshold"], fields["unsure"])
     return MappingProxyType(parsed)
+
+
+@dataclass(frozen=True)
+class CascadeRecord:
+    """The student of a cascade (`spamguard.cascade`): its model files by precision, the sizes it was built
+    with, and the band of each kind it decides for (a kind without one always goes to the full model)."""
+
+    models: Mapping[str, str]
+    model_config: Mapping[str, int]
+    bands: Mapping[str, Band]
+
+
+def _bands(value: Any) -> Mapping[str, Band]:
+    """`{"mail": {"low": l, "high": h}, "sms": {...}}` with 0 <= low <= high: students scores in [low, high) go
+    to the full model; `high` may be the value just above 1 (the student never calls spam)."""
+    what = f"an object keyed by {' and/or '.join(KINDS)}"
+    if not isinstance(value, dict) or not value or set(value) - set(KINDS):
+        raise _Invalid(f"must be {what}, not {_show(value)}")
+    parsed = {}
+    for kind, record in value.items():
+        try:
+            fields = _record(record, {"low": _threshold, "high": _threshold}, '{"low": l, "high": h}')
+        except _Invalid as exc:
+            raise exc.under(kind) from None
+        if not fields["low"] <= fields["high"]:
+            raise _Invalid(f"must have low <= high, not {_show(record)}", (kind,))
+        parsed[kind] = Band(fields["low"], fields["high"])
+    return MappingProxyType(parsed)
+
+
+def _cascade(value: Any) -> CascadeRecord:
+    fields = _record(
+        value,
+        {"models": _models, "model_config": _model_config, "bands": _bands},
+        '{"models": {...}, "model_config": {...}, "bands": {...}}',
+    )
+    return CascadeRecord(fields["models"], fields["model_config"], fields["bands"])
 
 
 def _file_name(value: Any) -> str:
@@ -277,6 +343,8 @@ MANIFEST_FIELDS: tuple[ManifestField, ...] = (
     ManifestField("base_model", _text, required=False),
     # the version of `message_text` the model was trained on; bundles from before text versions read version 1
     ManifestField("text_version", _integer(1, 1 << 16), required=False, default=1),
+    # a student model and the band of each kind it decides (`spamguard distill`); absent: the full model alone
+    ManifestField("cascade", _cascade, required=False),
 )
 
 
@@ -294,6 +362,36 @@ def _consistent(fields: Mapping[str, Any]) -> tuple[str, str] | None:
     vocab = fields["model_config"].get("vocab_size")
     if vocab is not None and fields["pad_id"] >= vocab:
         return "pad_id", f"is {fields['pad_id']}, outside the model's vocabulary of {vocab}"
+    return _consistent_cascade(fields)
+
+
+def _consistent_cascade(fields: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The student reads what the full model reads (the same token ids, so as many positions and the pad id in
+    its vocabulary), its files are the bundle's, and each band contains its kind's threshold and unsure band."""
+    cascade: CascadeRecord | None = fields["cascade"]
+    if cascade is None:
+        return None
+    for precision, name in cascade.models.items():
+        if name not in fields["files"]:
+            return f"cascade.models.{precision}", f"names {name}, which 'files' does not list"
+        if name in fields["models"].values():
+            return f"cascade.models.{precision}", f"names {name}, the full model's file"
+    positions = cascade.model_config.get("n_positions")
+    if positions is not None and fields["max_tokens"] > positions:
+        return "cascade.model_config.n_positions", f"is {positions}, below max_tokens {fields['max_tokens']}"
+    vocab = cascade.model_config.get("vocab_size")
+    if vocab is not None and fields["pad_id"] >= vocab:
+        return "cascade.model_config.vocab_size", f"is {vocab}, which does not hold pad_id {fields['pad_id']}"
+    for kind, band in cascade.bands.items():
+        own = fields["thresholds"].get(kind)
+        threshold, unsure = (own.threshold, own.unsure) if own else (fields["threshold"], fields["unsure"])
+        low_cap, high_floor = KindThreshold(threshold, unsure).band_limits()
+        if not (band.low <= low_cap and band.high >= high_floor):
+            return (
+                f"cascade.bands.{kind}",
+                f"is [{band.low:.6g}, {band.high:.6g}), which must contain the {kind} threshold {threshold:.6g}"
+                + (f" and unsure band [{unsure[0]:.6g}, {unsure[1]:.6g})" if unsure else ""),
+            )
     return None
 
 
@@ -432,6 +530,19 @@ class Bundle:
         graph = self.model_path(precision).name
         return [graph, graph + DATA_SUFFIX] if graph + DATA_SUFFIX in self.files else [graph]
 
+    @property
+    def cascade(self) -> CascadeRecord | None:
+        """The student and its bands (`spamguard distill`), or None for a bundle with the full model alone."""
+        return self.fields["cascade"]
+
+    def student_files(self, precision: str) -> list[str]:
+        """The files the student of this precision is read from (its graph and, when beside it, its weights)."""
+        cascade = self.cascade
+        if cascade is None or precision not in cascade.models:
+            raise BundleError(f"bundle {self.path} has no {precision} student")
+        graph = cascade.models[precision]
+        return [graph, graph + DATA_SUFFIX] if graph + DATA_SUFFIX in self.files else [graph]
+
     def read_verified(self, name: str) -> bytes:
         """A file's bytes, read once and checked against the sha256 the manifest recorded: what the caller
         builds from is exactly what was checked, however the file on disk changes meanwhile."""
@@ -538,6 +649,64 @@ def write_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Bundle(out, full, fields)
+
+
+def rewrite_bundle(
+    bundle: Bundle, *, add: Mapping[str, Path], drop: Iterable[str] = (), fields: Mapping[str, Any]
+) -> Bundle:
+    """A new version of an existing bundle, in place: its files (each checked against its sha256 as it is
+    copied) less `drop`, plus `add` (bundle name -> file), and its manifest with `fields` set and every hash
+    recomputed. Built in a staging folder beside it and checked as a runtime would read it, then exchanged with
+    the old folder in one rename, so a reader sees the old version or the new one, never a mix; any failure
+    leaves the old bundle as it was and no staging folder behind."""
+    path = Path(bundle.path)
+    dropped = set(drop)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.rewriting-", dir=path.parent))
+    try:
+        kept = [name for name in bundle.files if name not in dropped and name not in add]
+        for name in kept:
+            bundle.copy_verified(name, staging / name)
+        for name, source in add.items():
+            _file_name(name)  # a plain name inside the bundle, as the schema will demand
+            shutil.copyfile(source, staging / name)
+        names = sorted([*kept, *add])
+        manifest = {**bundle.manifest, **fields, "files": {name: sha256_file(staging / name) for name in names}}
+        parse_manifest(manifest, path)  # nothing the runtime would refuse
+        write_manifest(staging, manifest)
+        load_bundle(staging, verify=True)  # what was written reads back, every file against its hash
+        staging.chmod(stat.S_IMODE(os.stat(path).st_mode))  # mkdtemp's 0700 would hide it from a service
+        _exchange(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # after the exchange: the old version
+    return load_bundle(path, verify=False)
+
+
+def _exchange(new: Path, target: Path) -> None:
+    """Put `new` where `target` is, and `target` where `new` was: one `renameat2(RENAME_EXCHANGE)` on Linux,
+    atomic for every reader; elsewhere (or on a file system without it) two renames, the old folder moved
+    back if the second fails."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(target), rename_exchange) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise BundleError(f"cannot replace {target}: {os.strerror(code)}")
+    aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+    target.rename(aside)
+    try:
+        new.rename(target)
+    except BaseException:
+        aside.rename(target)
+        raise
+    aside.rename(new)
 
 
 def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:

@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from spamguard.bundle import PRECISIONS, Bundle, weights_file
+from spamguard.bundle import PRECISIONS, Band, Bundle, KindThreshold, weights_file
+from spamguard.cascade import FULL, STUDENT, route
 from spamguard.errors import BundleError, SpamguardError
 from spamguard.message_text import KINDS, TEXT_VERSION, message_kind, message_text
 from spamguard.padding import pad_batch
@@ -50,13 +54,16 @@ ACTIVATION_QUANTIZATION_KEY = "spamguard.activation_quantization"
 class Verdict:
     """A decision on one message. `label` is "unsure" when the bundle has an unsure band for the message's kind
     and the score falls in it; unsure is not spam (`is_spam` is False), because calling real mail spam is the
-    costly error. `threshold` is the one that applied: the bundle's for the message's `kind`, or the caller's."""
+    costly error. `threshold` is the one that applied: the bundle's for the message's `kind`, or the caller's.
+    `stage` says which model decided: "student" (the cascade's first stage was sure, `score` is its P(spam))
+    or "full" (the bundle's model; always, for a bundle without a student or a cascade turned off)."""
 
     label: str  # "spam" | "ham" | "unsure"
-    score: float  # P(spam)
+    score: float  # P(spam) of the model that decided
     threshold: float
     model: str
     kind: str  # "mail" | "sms" (`message_text.message_kind`)
+    stage: str = FULL  # "student" | "full" (`spamguard.cascade`)
 
     @property
     def is_spam(self) -> bool:
@@ -69,6 +76,7 @@ class Verdict:
             "threshold": self.threshold,
             "model": self.model,
             "kind": self.kind,
+            "stage": self.stage,
         }
 
 
@@ -154,6 +162,31 @@ def _rows_independent(session: Any, precision: str) -> bool:
     return precision == "fp32" or metadata.get(ACTIVATION_QUANTIZATION_KEY) == "per-row"
 
 
+class _Student(NamedTuple):
+    """The cascade's first stage as loaded: its session, the precision it runs in, and its batch rows."""
+
+    session: Any
+    precision: str
+    max_rows: int
+
+
+def _load_session(ort: Any, bundle: Bundle, names: list[str], threads: int | None, providers: list[str]) -> Any:
+    """A session from a bundle's model files, each read once and checked against its sha256 first."""
+    files = {name: bundle.read_verified(name) for name in names}
+    try:
+        return _session(ort, files, threads, providers)
+    except Exception as exc:  # onnxruntime's errors share no base class but Exception
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"cannot load {bundle.path / names[0]}: {message} (reinstall the model)") from exc
+    finally:
+        files.clear()
+
+
+def _manifest_digest(bundle: Bundle) -> str:
+    """sha256 of the manifest as read (keys sorted): it lists every file's sha256, so it names the model."""
+    return hashlib.sha256(json.dumps(bundle.manifest, sort_keys=True).encode()).hexdigest()
+
+
 def _verified_encoding(bundle: Bundle) -> tiktoken.Encoding:
     """The bundle's tokenizer, built from its files as they were read and checked against their sha256."""
     encoder, bpe = bundle.encoder_json, bundle.vocab_bpe
@@ -180,15 +213,42 @@ def _check_text_version(bundle: Bundle) -> None:
         )
 
 
+def _run(session: Any, max_rows: int, token_lists: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
+    """P(spam) of each token list through one session, in length batches of at most `max_rows`."""
+    scores = np.empty(len(token_lists), dtype=np.float64)
+    for batch in length_batches([len(t) for t in token_lists], max_rows=max_rows):
+        ids, batch_lengths = pad_batch([token_lists[i] for i in batch], pad_id)
+        logits = session.run(["logits"], {"input_ids": ids, "lengths": batch_lengths})[0]
+        scores[batch] = spam_probability(logits)
+    return scores
+
+
 class Classifier:
     """A loaded model: `Classifier.load()` once, then `score_batch`/`classify` from any number of threads.
     Immutable: its attributes are read-only properties, and setting or deleting any attribute raises."""
 
-    __slots__ = ("_bundle", "_encoding", "_max_rows", "_precision", "_session", "_threads")
+    __slots__ = (
+        "_bands",
+        "_bundle",
+        "_encoding",
+        "_identity",
+        "_max_rows",
+        "_precision",
+        "_session",
+        "_student",
+        "_threads",
+    )
 
     def __init__(
-        self, bundle: Bundle, session: Any, encoding: tiktoken.Encoding, precision: str, threads: int | None
+        self,
+        bundle: Bundle,
+        session: Any,
+        encoding: tiktoken.Encoding,
+        precision: str,
+        threads: int | None,
+        student: _Student | None = None,
     ) -> None:
+        bands = bundle.cascade.bands if student is not None and bundle.cascade is not None else {}
         values = {
             "_bundle": bundle,
             "_precision": precision,
@@ -196,6 +256,10 @@ class Classifier:
             "_session": session,
             "_encoding": encoding,
             "_max_rows": MAX_BATCH_ROWS if _rows_independent(session, precision) else 1,
+            "_student": student,
+            "_bands": MappingProxyType(dict(bands)),
+            "_identity": f"{bundle.path.resolve()}:{_manifest_digest(bundle)}:{precision}:"
+            f"cascade={'on' if student is not None else 'off'}",
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -219,15 +283,38 @@ class Classifier:
     def threads(self) -> int | None:
         return self._threads
 
+    @property
+    def cascade(self) -> bool:
+        """Whether a student scores first (the bundle has one and `load` was not told `cascade=False`)."""
+        return self._student is not None
+
+    @property
+    def student_precision(self) -> str | None:
+        return self._student.precision if self._student is not None else None
+
+    @property
+    def identity(self) -> str:
+        """Everything that makes this classifier's verdict on a token list what it is, as one string: the
+        bundle's folder, the sha256 of its manifest (which lists every file's), the precision, and whether the
+        cascade runs. A verdict cache keys on it, so it never answers for another model."""
+        return self._identity
+
     @classmethod
     def load(
-        cls, model: str | os.PathLike | None = None, *, precision: str = "auto", threads: int | None = None
+        cls,
+        model: str | os.PathLike | None = None,
+        *,
+        precision: str = "auto",
+        threads: int | None = None,
+        cascade: bool = True,
     ) -> Classifier:
         """Open a bundle (name, path, `$SPAMGUARD_MODEL` or the default) and start its inference session.
 
         `precision="auto"` takes the int8 model when the bundle has one (on the CPU; a GPU gets fp32),
         `"fp32"` the full-precision one. `threads` sets onnxruntime's intra-op threads (default: one per
-        physical core). Any problem with the model raises `BundleError`."""
+        physical core). A bundle with a student (`spamguard distill`) runs the cascade unless `cascade=False`:
+        the student, in the same precision where it has it, decides the messages it is sure of. Any problem
+        with the model raises `BundleError`."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if threads is not None and threads < 1:
@@ -240,23 +327,23 @@ class Classifier:
         if precision == "auto":
             on_gpu = providers[0] == "CUDAExecutionProvider"
             precision = "int8" if bundle.has_int8 and not on_gpu else "fp32"
-        model_path = bundle.model_path(precision)
         # Start-up time is latency for a `spamguard check` in a procmail recipe: the tokenizer files are read,
         # checked and built on another thread while this one reads and checks the model, then builds the
         # session (C++, no GIL) from the checked bytes.
         with ThreadPoolExecutor(max_workers=1) as pool:
             tokenizer = pool.submit(_verified_encoding, bundle)
-            files = {name: bundle.read_verified(name) for name in bundle.model_files(precision)}
-            try:
-                session = _session(ort, files, threads, providers)
-            except Exception as exc:  # onnxruntime's errors share no base class but Exception
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise BundleError(f"cannot load {model_path}: {message} (reinstall the model)") from exc
-            finally:
-                files.clear()
+            session = _load_session(ort, bundle, bundle.model_files(precision), threads, providers)
+            student = None
+            if cascade and bundle.cascade is not None:
+                models = bundle.cascade.models
+                student_precision = precision if precision in models else next(iter(models))
+                names = bundle.student_files(student_precision)
+                student_session = _load_session(ort, bundle, names, threads, providers)
+                rows = MAX_BATCH_ROWS if _rows_independent(student_session, student_precision) else 1
+                student = _Student(student_session, student_precision, rows)
             encoding = tokenizer.result()
         _release_free_memory()
-        return cls(bundle, session, encoding, precision, threads)
+        return cls(bundle, session, encoding, precision, threads, student)
 
     @property
     def encoding(self) -> tiktoken.Encoding:
@@ -274,16 +361,19 @@ class Classifier:
         return encode(self._encoding, text, self.bundle.max_tokens)
 
     def score_tokens(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
-        scores = np.empty(len(token_lists), dtype=np.float64)
-        lengths = [len(t) for t in token_lists]
-        for batch in length_batches(lengths, max_rows=self._max_rows):
-            ids, batch_lengths = pad_batch([token_lists[i] for i in batch], self.bundle.pad_id)
-            logits = self._session.run(["logits"], {"input_ids": ids, "lengths": batch_lengths})[0]
-            scores[batch] = spam_probability(logits)
-        return scores.tolist()
+        """The full model's P(spam) of each token list (the `score_*` methods never use the student; the
+        `classify_*` methods run the cascade)."""
+        return _run(self._session, self._max_rows, token_lists, self.bundle.pad_id).tolist()
+
+    def student_scores(self, token_lists: Sequence[Sequence[int]]) -> list[float]:
+        """The student's P(spam) of each token list; `BundleError` when no student is loaded."""
+        if self._student is None:
+            raise BundleError(f"no student loaded from {self.bundle.path} (none in the bundle, or cascade=False)")
+        return _run(self._student.session, self._student.max_rows, token_lists, self.bundle.pad_id).tolist()
 
     def score_batch(self, messages: Iterable[MessageLike]) -> list[float]:
-        """P(spam) for each message, in order: batched by length, padded only to each batch's longest member."""
+        """The full model's P(spam) for each message, in order: batched by length, padded only to each batch's
+        longest member."""
         return self.score_tokens([self.tokens(m) for m in messages])
 
     def score_texts(self, texts: Iterable[str]) -> list[float]:
@@ -293,23 +383,50 @@ class Classifier:
     def score(self, message: MessageLike) -> float:
         return self.score_batch([message])[0]
 
-    def verdict(self, score: float, kind: str, threshold: float | None = None) -> Verdict:
+    def verdict(self, score: float, kind: str, threshold: float | None = None, stage: str = FULL) -> Verdict:
         """The decision on a score for a message of this kind: the bundle's threshold and unsure band for the
         kind; a `threshold` given here replaces the threshold of every kind (the unsure band still applies)."""
         band = self._bundle.unsure_for(kind)
         threshold = self._bundle.threshold_for(kind) if threshold is None else float(threshold)
-        unsure = band is not None and band[0] <= score < band[1]
-        label = "unsure" if unsure else "spam" if score >= threshold else "ham"
-        return Verdict(label, score, threshold, self._bundle.name, kind)
+        label = KindThreshold(threshold, band).label(score)
+        return Verdict(label, score, threshold, self._bundle.name, kind, stage)
+
+    def band_for(self, kind: str, threshold: float | None = None) -> Band | None:
+        """The band in which the full model decides for this kind, None when it decides everything: no band
+        for the kind, or a threshold other than the one the band was chosen for."""
+        band = self._bands.get(kind)
+        if band is None or (threshold is not None and float(threshold) != self._bundle.threshold_for(kind)):
+            return None
+        return band
+
+    def classify_tokens(
+        self, token_lists: Sequence[Sequence[int]], kinds: Sequence[str], *, threshold: float | None = None
+    ) -> list[Verdict]:
+        """Verdicts on token lists of messages of these kinds. With a cascade, the student scores the whole
+        batch and only the messages it is not sure of (`spamguard.cascade`) go to the full model, as one batch."""
+        if len(kinds) != len(token_lists):
+            raise ValueError(f"{len(token_lists)} token lists but {len(kinds)} kinds")
+        if self._student is None:
+            scores = self.score_tokens(token_lists)
+            return [self.verdict(s, k, threshold) for s, k in zip(scores, kinds, strict=True)]
+        scores = self.student_scores(token_lists)
+        stages = [STUDENT] * len(scores)
+        routed = route(scores, [self.band_for(kind, threshold) for kind in kinds])
+        for index, score in zip(routed, self.score_tokens([token_lists[i] for i in routed]), strict=True):
+            scores[index], stages[index] = score, FULL
+        return [
+            self.verdict(score, kind, threshold, stage)
+            for score, kind, stage in zip(scores, kinds, stages, strict=True)
+        ]
 
     def classify(self, message: MessageLike, *, threshold: float | None = None) -> Verdict:
         """The verdict on one message, with the threshold of its kind (`message_kind`) unless one is given."""
-        return self.verdict(self.score(message), message_kind(message), threshold)
+        return self.classify_batch([message], threshold=threshold)[0]
 
     def classify_batch(self, messages: Iterable[MessageLike], *, threshold: float | None = None) -> list[Verdict]:
         messages = list(messages)
-        scores = self.score_batch(messages)
-        return [self.verdict(s, message_kind(m), threshold) for s, m in zip(scores, messages, strict=True)]
+        tokens = [self.tokens(m) for m in messages]
+        return self.classify_tokens(tokens, [message_kind(m) for m in messages], threshold=threshold)
 
     def classify_texts(
         self, texts: Sequence[str], kinds: str | Sequence[str], *, threshold: float | None = None
@@ -322,4 +439,4 @@ class Classifier:
             raise ValueError(f"{len(texts)} texts but {len(kinds)} kinds")
         for kind in set(kinds) - set(KINDS):
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        return [self.verdict(s, k, threshold) for s, k in zip(self.score_texts(texts), kinds, strict=True)]
+        return self.classify_tokens([self.text_tokens(t) for t in texts], kinds, threshold=threshold)

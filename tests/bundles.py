@@ -93,3 +93,31 @@ def gpt2_124m_bundle(root: Path = BENCH_DIR, *, max_tokens: int = 256) -> Path:
         )
         shutil.rmtree(out.parent / f".{out.name}-work", ignore_errors=True)
     return out
+
+
+STUDENT_CONFIG = GPTConfig(n_layer=1, n_head=1, n_embd=16, n_positions=256)
+
+
+def add_student(
+    bundle: Path, bands: dict[str, tuple[float, float]], *, config: GPTConfig = STUDENT_CONFIG, seed: int = 1
+) -> Path:
+    """Give a bundle a random student (fp32 + int8) with these bands, as `spamguard distill` writes it (through
+    `rewrite_bundle`), without the training: for runtime and plugin tests of the cascade."""
+    from spamguard.bundle import load_bundle, rewrite_bundle
+    from spamguard.training.distill import STUDENT_FP32, STUDENT_INT8
+
+    torch.manual_seed(seed)
+    model = GPT2Classifier(config).eval()
+    work = bundle.parent / f".{bundle.name}-student"
+    work.mkdir(parents=True, exist_ok=True)
+    fp32 = work / STUDENT_FP32
+    export_onnx(model, fp32)
+    int8 = quantize_int8(fp32, work / STUDENT_INT8)
+    files = {path.name: path for path in (fp32, int8, int8.with_name(int8.name + ".data")) if path.is_file()}
+    record = {
+        "models": {"fp32": STUDENT_FP32, "int8": STUDENT_INT8},
+        "model_config": config.to_dict(),
+        "bands": {kind: {"low": low, "high": high} for kind, (low, high) in bands.items()},
+    }
+    rewrite_bundle(load_bundle(bundle), add=files, fields={"cascade": record})
+    return bundle

@@ -10,6 +10,7 @@ trained on SMS alone and one trained on both kinds are tested on the same SMS (a
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +57,20 @@ class Splits:
             )
 
         return "; ".join(f"{kind}: {describe(counts)}" for kind, counts in self.counts_by_kind().items())
+
+    def fingerprint(self) -> dict[str, str]:
+        """{part: sha256} over each part's (kind, label, text), order aside: the manifest records it, so a later
+        job that must reuse this very split (`spamguard distill`, which trains only on the teacher's training
+        part) can prove it rebuilt it from the same data and seed, and validation and test stay held out."""
+        return {name: part_digest(part) for name, part in self.parts().items()}
+
+
+def part_digest(examples: Sequence[Example]) -> str:
+    """sha256 of a set of examples: the sorted sha256 of each one's kind, label and text."""
+    digests = sorted(
+        hashlib.sha256(f"{e.kind}\0{e.label}\0{e.text}".encode("utf-8", "surrogatepass")).digest() for e in examples
+    )
+    return hashlib.sha256(b"".join(digests)).hexdigest()
 
 
 def deduplicate(examples: Sequence[Example]) -> list[Example]:

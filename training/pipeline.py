@@ -373,6 +373,7 @@ def _manifest(
             "data": data_source,
             "split": splits.counts(),
             "split_by_kind": splits.counts_by_kind(),
+            "split_sha256": splits.fingerprint(),  # what `spamguard distill` checks it rebuilt the same split by
             "trainable_parameters": result.trainable_parameters,
             "best_epoch": result.best_epoch,
             "history": [vars(s) for s in result.history],

@@ -1,7 +1,7 @@
 """The HTTP front door: aiohttp on the same event loop as the other doors, scoring through the same pool.
 
     POST /v1/check   message/rfc822 or text/plain: the raw message; application/json: {"text": "..."} or
-                     {"messages": ["...", ...]} -> {"label", "score", "threshold", "model", "kind"}
+                     {"messages": ["...", ...]} -> {"label", "score", "threshold", "model", "kind", "stage"}
                      (a batch: {"results": [...]})
     GET  /healthz    {"status": "ok", "model": NAME} (no token needed: load balancers ask it)
     GET  /metrics    Prometheus text format
@@ -252,8 +252,8 @@ class HttpApi:
         self.observer.scored(DOOR, verdict.label, seconds)
         kind = verdict.kind
         log.info(
-            "door=http verdict=%s score=%.4f kind=%s ms=%.1f size=%d",
-            verdict.label, verdict.score, kind, seconds * 1000, len(message),
+            "door=http verdict=%s score=%.4f kind=%s stage=%s ms=%.1f size=%d",
+            verdict.label, verdict.score, kind, verdict.stage, seconds * 1000, len(message),
         )  # fmt: skip
         return {
             "label": verdict.label,
@@ -261,6 +261,7 @@ class HttpApi:
             "threshold": verdict.threshold,
             "model": verdict.model,
             "kind": kind,
+            "stage": verdict.stage,
         }
 
     async def start(self, address: InetAddress) -> asyncio.base_events.Server:

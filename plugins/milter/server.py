@@ -171,8 +171,9 @@ class MilterServer:
         else:
             outcome = session.verdict(verdict)
             log.info(
-                "queue_id=%s verdict=%s score=%.4f action=%s ms=%.1f size=%d%s",
-                request.queue_id, verdict.label, verdict.score, outcome.action, ms, request.size, extra,
+                "queue_id=%s verdict=%s score=%.4f kind=%s stage=%s action=%s ms=%.1f size=%d%s",
+                request.queue_id, verdict.label, verdict.score, verdict.kind, verdict.stage, outcome.action, ms,
+                request.size, extra,
             )  # fmt: skip
         return outcome
 

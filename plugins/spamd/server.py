@@ -145,13 +145,14 @@ class SpamdServer:
         self.observer.scored(DOOR, verdict.label, seconds)
         reply = session.verdict(verdict)
         log.info(
-            "door=spamd verb=%s user=%r verdict=%s score=%.4f points=%s kind=%s ms=%.1f size=%d%s",
+            "door=spamd verb=%s user=%r verdict=%s score=%.4f points=%s kind=%s stage=%s ms=%.1f size=%d%s",
             request.verb,
             request.user,
             verdict.label,
             verdict.score,
             session.points(verdict).score_text,
             verdict.kind,
+            verdict.stage,
             seconds * 1000,
             request.size,
             " truncated=yes" if request.truncated else "",

@@ -23,6 +23,7 @@ DEBUG_ENV = "SPAMGUARD_DEBUG"
 # name -> "module:attribute" of a click command; each command lives in its own module of this package
 COMMANDS: dict[str, str] = {
     "check": "spamguard.cli.check:check",
+    "distill": "spamguard.cli.distill:distill",
     "eval": "spamguard.cli.evaluate:evaluate",
     "models": "spamguard.cli.models:models",
     "learn": "spamguard.cli.learn:learn",

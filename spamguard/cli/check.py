@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import click
 
 from spamguard.cli import DEBUG_ENV
-from spamguard.cli.options import model_option, precision_option, threads_option, threshold_option
+from spamguard.cli.options import cascade_option, model_option, precision_option, threads_option, threshold_option
 from spamguard.errors import SpamguardError, one_line
 from spamguard.message_text import MAX_PARSE_BYTES, strip_final_newline
 
@@ -124,6 +124,7 @@ def _classify(clf: Classifier, messages: Sequence[bytes], threshold: float | Non
 @threshold_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input on stdout.")
 @precision_option
+@cascade_option
 @threads_option
 @click.option(
     "--explain",
@@ -137,6 +138,7 @@ def check(
     threshold: float | None,
     as_json: bool,
     precision: str,
+    cascade: bool,
     threads: int | None,
     explain: bool,
 ) -> None:
@@ -144,7 +146,7 @@ def check(
     from spamguard.classifier import Classifier
     from spamguard.explain import explain_with_classifier
 
-    clf = Classifier.load(model, precision=precision, threads=threads)  # fails as exit 3
+    clf = Classifier.load(model, precision=precision, threads=threads, cascade=cascade)  # fails as exit 3
     codes: list[int] = []
     for names in _chunks(files or ("-",)):
         readable: list[bytes] = []

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from spamguard.cli.options import model_option, precision_option, threads_option, threshold_option
+from spamguard.cascade import describe
+from spamguard.cli.options import cascade_option, model_option, precision_option, threads_option, threshold_option
 from spamguard.cli.pool_options import pool_options, pool_settings
 from spamguard.cli.server_options import milter_options, milter_policy, server_limits, server_options
 from spamguard.plugins.connections import ConnectionTable
@@ -27,6 +28,7 @@ from spamguard.plugins.server_guards import ensure_descriptors
 )
 @model_option
 @precision_option
+@cascade_option
 @threshold_option
 @milter_options
 @server_options
@@ -36,6 +38,7 @@ def milter(
     listen: str,
     model: str | None,
     precision: str,
+    cascade: bool,
     threshold: float | None,
     reject_threshold: float | None,
     reject_message: str,
@@ -70,11 +73,12 @@ def milter(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s spamguard-milter %(levelname)s %(message)s")
     from spamguard import Classifier
 
-    classifier = Classifier.load(model, precision=precision, threads=threads)
+    classifier = Classifier.load(model, precision=precision, threads=threads, cascade=cascade)
     effective = classifier.bundle.threshold if threshold is None else threshold
     logging.getLogger("spamguard.milter").info(
-        "model %s (%s), threshold %.4f", classifier.bundle.name, classifier.precision, effective
-    )
+        "model %s (%s), threshold %.4f, %s", classifier.bundle.name, classifier.precision, effective,
+        describe(classifier, threshold),
+    )  # fmt: skip
     with ScoringPool(classifier, pool_settings(threshold=threshold, **pool)) as scoring:
         server = MilterServer(scoring, policy, ConnectionTable(limits))
         asyncio.run(server.serve(address, socket_mode=socket_mode))

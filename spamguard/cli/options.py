@@ -27,6 +27,13 @@ precision_option = click.option(
     show_default=True,
     help="Which of the bundle's models scores: auto takes int8 when the bundle has it (fp32 on a GPU).",
 )
+cascade_option = click.option(
+    "--cascade/--no-cascade",
+    default=True,
+    show_default=True,
+    help="With a bundle that has a student ('spamguard distill'): the student decides the messages it is sure of "
+    "and the full model the rest; --no-cascade: the full model decides every message.",
+)
 threads_option = click.option(
     "--threads",
     type=click.IntRange(min=1),

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 
 import click
 
-from spamguard.cli.options import ByteSize, model_option, precision_option, threads_option, threshold_option
+from spamguard.cli.options import (
+    ByteSize,
+    cascade_option,
+    model_option,
+    precision_option,
+    threads_option,
+    threshold_option,
+)
 from spamguard.errors import one_line
 from spamguard.plugins.headers import Buffer
 from spamguard.plugins.pipe import (
@@ -53,6 +60,7 @@ def _write(pieces: Sequence[Buffer]) -> None:
 @click.command("pipe", cls=PassThroughOnUsageError)
 @model_option
 @precision_option
+@cascade_option
 @threshold_option
 @click.option(
     "--max-size",
@@ -89,6 +97,7 @@ def _write(pieces: Sequence[Buffer]) -> None:
 def pipe(
     model: str | None,
     precision: str,
+    cascade: bool,
     threshold: float | None,
     max_size: int,
     timeout: float,
@@ -108,6 +117,7 @@ def pipe(
     settings = PipeSettings(
         model=model,
         precision=precision,
+        cascade=cascade,
         threshold=threshold,
         max_size=max_size,
         timeout=timeout,

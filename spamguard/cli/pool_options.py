@@ -10,6 +10,7 @@ import click
 
 from spamguard.cli.options import ByteSize
 from spamguard.plugins.pool import PoolSettings
+from spamguard.plugins.verdict_cache import DEFAULT_BYTES, DEFAULT_ENTRIES
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = PoolSettings()
@@ -65,6 +66,20 @@ _OPTIONS = [
         show_default=True,
         help="Address-space limit of each text extraction process.",
     ),
+    click.option(
+        "--cache-entries",
+        type=click.IntRange(min=0),
+        default=DEFAULT_ENTRIES,
+        show_default=True,
+        help="Verdicts kept for messages seen again (same text and kind, same model and threshold); 0: no cache.",
+    ),
+    click.option(
+        "--cache-size",
+        type=ByteSize(),
+        default=DEFAULT_BYTES,
+        show_default=True,
+        help="Memory the verdict cache may take.",
+    ),
 ]
 
 
@@ -85,6 +100,8 @@ def pool_settings(
     extract_workers: int,
     extract_timeout: float,
     extract_memory: int,
+    cache_entries: int,
+    cache_size: int,
 ) -> PoolSettings:
     """The settings these options describe."""
     return PoolSettings(
@@ -96,4 +113,6 @@ def pool_settings(
         extract_workers=extract_workers,
         extract_timeout=extract_timeout,
         extract_memory=extract_memory,
+        cache_entries=cache_entries,
+        cache_bytes=cache_size,
     )

@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from spamguard.cli.options import model_option, precision_option, threads_option, threshold_option
+from spamguard.cascade import describe
+from spamguard.cli.options import cascade_option, model_option, precision_option, threads_option, threshold_option
 from spamguard.cli.pool_options import pool_options, pool_settings
 from spamguard.cli.server_options import milter_options, milter_policy, server_limits, server_options
 from spamguard.errors import SpamguardError
@@ -110,7 +111,7 @@ async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: DoorSett
     try:
         if doors.http is not None:
             Metrics, HttpApi = _http_modules()
-            observer = Metrics(lambda: pool.pending)
+            observer = Metrics(lambda: pool.pending, pool.stats)
             api = HttpApi(
                 pool, model=model, table=table, max_size=settings.max_size, token=settings.token,
                 observer=observer, metrics=observer,
@@ -175,6 +176,7 @@ async def _maybe_await(result: Any) -> None:
 @click.option("--http", "http_address", help="HTTP API address: HOST:PORT or PORT (on 127.0.0.1).")
 @model_option
 @precision_option
+@cascade_option
 @threshold_option
 @threads_option
 @pool_options
@@ -194,6 +196,7 @@ def serve(
     http_address: str | None,
     model: str | None,
     precision: str,
+    cascade: bool,
     threshold: float | None,
     threads: int | None,
     max_size: int,
@@ -230,9 +233,12 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s spamguard-serve %(levelname)s %(message)s")
     from spamguard import Classifier
 
-    classifier = Classifier.load(model, precision=precision, threads=threads)
+    classifier = Classifier.load(model, precision=precision, threads=threads, cascade=cascade)
     effective = classifier.bundle.threshold if threshold is None else threshold
-    log.info("model %s (%s), threshold %.4f", classifier.bundle.name, classifier.precision, effective)
+    log.info(
+        "model %s (%s), threshold %.4f, %s", classifier.bundle.name, classifier.precision, effective,
+        describe(classifier, threshold),
+    )  # fmt: skip
     pool = ScoringPool(classifier, pool_settings(threshold=threshold, **pool_choices))
     settings = DoorSettings(
         max_size=max_size,
@@ -252,3 +258,4 @@ def serve(
         asyncio.run(_serve(doors, pool, classifier.bundle.name, settings))
     finally:
         pool.close()
+        log.info("%s", pool.stats().line())

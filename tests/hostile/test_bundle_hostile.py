@@ -95,6 +95,83 @@ def test_a_bad_manifest_value_is_one_line_naming_the_field(
     assert "\n" not in str(caught.value) and str(caught.value).startswith(shown)
 
 
+@pytest.fixture(scope="module")
+def student_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundle (threshold 0.5) with a student whose sms band is [0.3, 0.7)."""
+    from bundles import add_student
+
+    return add_student(
+        Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("student") / "b")), {"sms": (0.3, 0.7)}
+    )
+
+
+def _cascade(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def edit(manifest: dict[str, Any]) -> None:
+        change(manifest["cascade"])
+
+    return edit
+
+
+BAD_CASCADES = [
+    # (what changes in the cascade record, the field named, what the message says)
+    (
+        {"bands": {"sms": {"low": float("nan"), "high": 0.7}}},
+        "cascade.bands.sms.low",
+        "must be a number from 0 to 1, not NaN",
+    ),
+    ({"bands": {"sms": {"low": -0.1, "high": 0.7}}}, "cascade.bands.sms.low", "must be a number from 0 to 1, not -0.1"),
+    ({"bands": {"sms": {"low": 0.3, "high": 2}}}, "cascade.bands.sms.high", "must be a number from 0 to 1, not 2"),
+    (
+        {"bands": {"sms": {"low": 0.3, "high": "0.7"}}},
+        "cascade.bands.sms.high",
+        'must be a number from 0 to 1, not "0.7"',
+    ),
+    (
+        {"bands": {"sms": {"low": 0.7, "high": 0.3}}},
+        "cascade.bands.sms",
+        'must have low <= high, not {"low": 0.7, "high": 0.3}',
+    ),
+    (
+        {"bands": {"sms": {"low": 0.6, "high": 0.7}}},  # the student would call ham what the threshold calls spam
+        "cascade.bands.sms",
+        "is [0.6, 0.7), which must contain the sms threshold 0.5",
+    ),
+    (
+        {"bands": {"fax": {"low": 0.3, "high": 0.7}}},
+        "cascade.bands",
+        "must be an object keyed by mail and/or sms, not ",
+    ),
+    ({"bands": None}, "cascade.bands", "must be an object keyed by mail and/or sms, not null"),
+    ({"models": {"fp32": "model.onnx"}}, "cascade.models.fp32", "names model.onnx, the full model's file"),
+    ({"models": {"fp32": "../student.onnx"}}, "cascade.models", "must be a plain file name inside the bundle"),
+    ({"models": {"fp32": "ghost.onnx"}}, "cascade.models.fp32", "names ghost.onnx, which 'files' does not list"),
+    ({"model_config": {"n_positions": 16}}, "cascade.model_config.n_positions", "is 16, below max_tokens 128"),
+]
+
+
+@pytest.mark.parametrize(("change", "key", "problem"), BAD_CASCADES, ids=[k for _, k, _ in BAD_CASCADES])
+def test_a_bad_cascade_record_is_one_line_naming_the_field(
+    student_bundle: Path, tmp_path: Path, change: dict[str, Any], key: str, problem: str
+) -> None:
+    bundle = _edit(_copy(student_bundle, tmp_path), _cascade(lambda record: record.update(change)))
+    assert _refused(bundle).startswith(f"corrupt bundle {bundle}: '{key}' in spamguard.json {problem}")
+
+
+def test_a_cascade_that_is_no_record_is_refused(student_bundle: Path, tmp_path: Path) -> None:
+    bundle = _edit(_copy(student_bundle, tmp_path), _set("cascade", [0.3, 0.7]))
+    assert _refused(bundle).startswith(f"corrupt bundle {bundle}: 'cascade' in spamguard.json must be ")
+
+
+def test_a_swapped_student_is_caught_by_its_sha256(student_bundle: Path, tmp_path: Path) -> None:
+    bundle = _copy(student_bundle, tmp_path)
+    shutil.copy(bundle / "model.int8.onnx", bundle / "student.int8.onnx")
+    assert (
+        _refused(bundle)
+        == f"corrupt bundle {bundle}: student.int8.onnx does not match its sha256 (reinstall the model)"
+    )
+    assert Classifier.load(bundle, cascade=False).classify(SMS).stage == "full"  # not read at all without a cascade
+
+
 def test_a_missing_field_is_named(tiny_bundle: Path, tmp_path: Path) -> None:
     bundle = _edit(_copy(tiny_bundle, tmp_path), lambda m: m.pop("max_tokens"))
     assert _refused(bundle) == f"corrupt bundle {bundle}: spamguard.json has no 'max_tokens'"

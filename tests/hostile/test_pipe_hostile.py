@@ -96,15 +96,14 @@ def test_a_forged_flag_followed_by_cr_lines_loses_only_itself(tiny_bundle: Path,
 def test_the_headers_name_the_kind(tiny_bundle: Path) -> None:
     mail = run_pipe("--model", str(tiny_bundle), raw=b"From: a@example.com\nSubject: hi\n\nbody\n").stdout
     sms = run_pipe("--model", str(tiny_bundle), raw=b"Are we still on for noon?\n").stdout
-    assert re.search(rb"X-Spamguard: label=\w+ score=[0-9.]+ threshold=[0-9.]+ kind=mail model=tiny ", mail)
-    assert re.search(rb"X-Spamguard: .* kind=sms model=tiny ", sms)
+    assert re.search(rb"X-Spamguard: label=\w+ score=[0-9.]+ threshold=[0-9.]+ kind=mail stage=full model=tiny ", mail)
+    assert re.search(rb"X-Spamguard: .* kind=sms stage=full model=tiny ", sms)
 
 
 # --- the check before writing -----------------------------------------------------------------------------------
 
-FIELDS = verdict_fields(
-    type("V", (), {"label": "spam", "score": 0.9, "threshold": 0.5, "model": "m", "kind": "mail"})(), "1"
-)
+VERDICT = {"label": "spam", "score": 0.9, "threshold": 0.5, "model": "m", "kind": "mail", "stage": "full"}
+FIELDS = verdict_fields(type("V", (), VERDICT)(), "1")
 
 
 def test_the_check_refuses_what_an_lf_only_splitter_would_write(monkeypatch: pytest.MonkeyPatch) -> None:

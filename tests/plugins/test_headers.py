@@ -29,6 +29,7 @@ class FakeVerdict:
     threshold: float = 0.5
     model: str = "tiny"
     kind: str = "mail"
+    stage: str = "full"
 
 
 FIELDS = verdict_fields(FakeVerdict(), "0.1.0")
@@ -38,7 +39,7 @@ def test_verdict_fields_in_spamassassin_style() -> None:
     assert FIELDS == [
         ("X-Spam-Flag", "YES"),
         ("X-Spam-Status", "Yes, score=0.98 required=0.50 tests=SPAMGUARD autolearn=no version=0.1.0"),
-        ("X-Spamguard", "label=spam score=0.9812 threshold=0.5000 kind=mail model=tiny version=0.1.0"),
+        ("X-Spamguard", "label=spam score=0.9812 threshold=0.5000 kind=mail stage=full model=tiny version=0.1.0"),
     ]
     unsure = verdict_fields(FakeVerdict(label="unsure", score=0.45, threshold=0.5), "0.1.0")
     assert unsure[0] == ("X-Spam-Flag", "NO")
@@ -66,7 +67,7 @@ def test_forged_headers_are_removed_with_their_folded_lines() -> None:
     assert out == (
         b"X-Spam-Flag: YES\r\n"
         b"X-Spam-Status: Yes, score=0.98 required=0.50 tests=SPAMGUARD autolearn=no version=0.1.0\r\n"
-        b"X-Spamguard: label=spam score=0.9812 threshold=0.5000 kind=mail model=tiny version=0.1.0\r\n"
+        b"X-Spamguard: label=spam score=0.9812 threshold=0.5000 kind=mail stage=full model=tiny version=0.1.0\r\n"
         b"Received: from a\r\n\tby b\r\n"
         b"Subject: hi\r\n"
         b"\r\n"

@@ -139,6 +139,7 @@ class FakeVerdict:
     threshold: float = 0.5
     model: str = "tiny"
     kind: str = "mail"
+    stage: str = "full"
 
 
 def _session(policy: MilterPolicy | None = None, protocol: int = MTA_PROTOCOL) -> MilterSession:

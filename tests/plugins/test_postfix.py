@@ -44,7 +44,7 @@ CONTENT_FILTER = Path(__file__).resolve().parents[2] / "docs" / "postfix-content
 OUR_LINES = re.compile(
     rb"X-Spam-Flag: (YES|NO)\r\nX-Spam-Status: (Yes|No), score=\d\.\d\d required=\d\.\d\d tests=SPAMGUARD "
     rb"autolearn=no version=\S+\r\nX-Spamguard: label=(spam|ham) score=\d\.\d{4} threshold=\d\.\d{4}"
-    rb" kind=mail model=tiny version=\S+\r\n"
+    rb" kind=mail stage=full model=tiny version=\S+\r\n"
     rb"Received: from "
 )
 
@@ -102,7 +102,10 @@ def postfix_scores(stack: MailStack, tiny_bundle: Path, tmp_path_factory: pytest
     assert len(lines) == len(SAMPLE)
     logged = {re.search(r"queue_id=(\w+)", line).group(1) for line in lines}  # type: ignore[union-attr]
     assert logged <= queue_ids and "NOQUEUE" not in logged
-    assert all(re.search(r"verdict=(spam|ham) score=0\.\d{4} action=accept ms=\d+\.\d", line) for line in lines)
+    assert all(
+        re.search(r"verdict=(spam|ham) score=0\.\d{4} kind=mail stage=full action=accept ms=\d+\.\d", line)
+        for line in lines
+    )
     return {SAMPLE[int(tag)]: score_of(copies[0]) for tag, copies in arrived.items()}
 
 

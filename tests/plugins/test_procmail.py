@@ -39,7 +39,7 @@ MAX_SIZE = "100K"  # below the corpus' largest messages, so the size cap is exer
 OUR_LINES = re.compile(
     rb"X-Spam-Flag: (YES|NO)(\r?\n)"
     rb"X-Spam-Status: (Yes|No), score=\d\.\d\d required=\d\.\d\d tests=SPAMGUARD autolearn=no version=\S+\2"
-    rb"X-Spamguard: label=(spam|ham|unsure) score=(\d\.\d{4}) threshold=\d\.\d{4} kind=mail model=\S+ "
+    rb"X-Spamguard: label=(spam|ham|unsure) score=(\d\.\d{4}) threshold=\d\.\d{4} kind=mail stage=full model=\S+ "
     rb"version=\S+\2"
 )
 

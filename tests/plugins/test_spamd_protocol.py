@@ -30,6 +30,7 @@ class FakeVerdict:
     threshold: float = 0.5
     model: str = "tiny"
     kind: str = "mail"
+    stage: str = "full"
 
 
 SPAM = FakeVerdict("spam", 0.91)
