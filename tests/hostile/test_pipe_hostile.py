@@ -24,6 +24,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pipe_memory import peak_rss
+from processes import stop_process
 
 from spamguard.plugins import headers, pipe
 from spamguard.plugins.headers import OUR_HEADERS, add_headers, check_rewrite, plan_headers, verdict_fields
@@ -60,12 +61,7 @@ def running_milter(model: Path, log: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield log.read_text().split("listening on ", 1)[1].split()[0]
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 # --- the reproductions, through the real command -----------------------------------------------------

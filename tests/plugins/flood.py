@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from processes import stop_process
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 NOBODY = 65534
@@ -84,8 +85,4 @@ def flood_as_nobody(port: int, count: int, payload: bytes = b"") -> Iterator[Flo
     finally:
         if process.stdin is not None:
             process.stdin.close()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signum=None)  # closing its stdin is how it is told to stop

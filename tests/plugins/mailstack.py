@@ -8,7 +8,6 @@ import email
 import email.policy
 import os
 import shutil
-import signal
 import smtplib
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from processes import stop_process
 
 SPAMGUARD = str(Path(sys.executable).with_name("spamguard"))
 
@@ -125,13 +125,7 @@ def running_milter(model: Path, *options: str, port: int = 0, listen: str | None
         address = next(line for line in log.read_text().splitlines() if marker in line).split(marker)[1].strip()
         yield Milter(process, address, log)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
 
 MAIN_CF = """\

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from mailstack import SPAMGUARD, free_port, port_open, public_dir, require, wait_for
+from processes import stop_process
 
 
 def spread(items: list, n: int) -> list:
@@ -44,13 +45,7 @@ class Serve:
         return self.process.poll() is None
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signum)
 
 
 @contextmanager
@@ -200,12 +195,7 @@ def running_exim(spamd: str, *macros: str, reject_tenths: int = 100) -> Iterator
         wait_for(up, 30, "exim to listen")
         yield Exim(root, port, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -293,12 +283,7 @@ def running_rspamd(servers: str) -> Iterator[Rspamd]:
     finally:
         # the main process and its workers are one process group of their own (start_new_session)
         with_group = os.getpgid(process.pid) if process.poll() is None else None
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=15)
         if with_group is not None:
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
@@ -386,10 +371,5 @@ def running_haproxy(
         wait_for(lambda: port_open(http) and port_open(milter), 30, "haproxy to listen")
         yield HAProxy(root, http, milter, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         shutil.rmtree(root, ignore_errors=True)
