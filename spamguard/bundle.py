@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from spamguard import safe_files
 from spamguard.datasets import LABEL_NAMES
@@ -87,6 +87,8 @@ def sha256_file(path: Path) -> str:
 
 
 # --- the manifest schema ----------------------------------------------------------------------------------------
+
+_T = TypeVar("_T")
 
 
 class _Invalid(Exception):
@@ -196,19 +198,29 @@ class Band:
         return {"low": self.low, "high": self.high}
 
 
-def _per_kind(value: Any) -> Mapping[str, KindThreshold]:
-    """`{"mail": {"threshold": t, "unsure": band}, "sms": {...}}`; a kind left out uses the top-level pair."""
+def _keyed_by_kind(value: Any, parse: Callable[[Any], _T]) -> Mapping[str, _T]:
+    """An object keyed by message kind (some or all of them), each record read by `parse`; a problem names the
+    kind it lies under."""
     what = f"an object keyed by {' and/or '.join(KINDS)}"
     if not isinstance(value, dict) or not value or set(value) - set(KINDS):
         raise _Invalid(f"must be {what}, not {_show(value)}")
     parsed = {}
     for kind, record in value.items():
         try:
-            fields = _record(record, {"threshold": _threshold, "unsure": _band}, '{"threshold": t, "unsure": band}')
+            parsed[kind] = parse(record)
         except _Invalid as exc:
             raise exc.under(kind) from None
-        parsed[kind] = KindThreshold(fields["threshold"], fields["unsure"])
     return MappingProxyType(parsed)
+
+
+def _kind_threshold(record: Any) -> KindThreshold:
+    fields = _record(record, {"threshold": _threshold, "unsure": _band}, '{"threshold": t, "unsure": band}')
+    return KindThreshold(fields["threshold"], fields["unsure"])
+
+
+def _per_kind(value: Any) -> Mapping[str, KindThreshold]:
+    """`{"mail": {"threshold": t, "unsure": band}, "sms": {...}}`; a kind left out uses the top-level pair."""
+    return _keyed_by_kind(value, _kind_threshold)
 
 
 @dataclass(frozen=True)
@@ -221,22 +233,17 @@ class CascadeRecord:
     bands: Mapping[str, Band]
 
 
+def _band_record(record: Any) -> Band:
+    fields = _record(record, {"low": _threshold, "high": _threshold}, '{"low": l, "high": h}')
+    if not fields["low"] <= fields["high"]:
+        raise _Invalid(f"must have low <= high, not {_show(record)}")
+    return Band(fields["low"], fields["high"])
+
+
 def _bands(value: Any) -> Mapping[str, Band]:
     """`{"mail": {"low": l, "high": h}, "sms": {...}}` with 0 <= low <= high: students scores in [low, high) go
     to the full model; `high` may be the value just above 1 (the student never calls spam)."""
-    what = f"an object keyed by {' and/or '.join(KINDS)}"
-    if not isinstance(value, dict) or not value or set(value) - set(KINDS):
-        raise _Invalid(f"must be {what}, not {_show(value)}")
-    parsed = {}
-    for kind, record in value.items():
-        try:
-            fields = _record(record, {"low": _threshold, "high": _threshold}, '{"low": l, "high": h}')
-        except _Invalid as exc:
-            raise exc.under(kind) from None
-        if not fields["low"] <= fields["high"]:
-            raise _Invalid(f"must have low <= high, not {_show(record)}", (kind,))
-        parsed[kind] = Band(fields["low"], fields["high"])
-    return MappingProxyType(parsed)
+    return _keyed_by_kind(value, _band_record)
 
 
 def _cascade(value: Any) -> CascadeRecord:
