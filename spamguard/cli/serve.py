@@ -162,7 +162,6 @@ async def _serve(doors: Doors, pool: ScoringPool, model: str, settings: DoorSett
     for task in tasks:
         task.cancel()
     table.stop()
-    log.info("%s", pool.stats().line())
 
 
 async def _maybe_await(result: Any) -> None:
