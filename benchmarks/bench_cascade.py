@@ -53,7 +53,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "plugins")]  # the tes
 
 from cross_kind import cpu_name  # noqa: E402
 
-from spamguard.bundle import load_bundle, rewrite_bundle  # noqa: E402
+from spamguard.bundle import MANIFEST, load_bundle, rewrite_bundle  # noqa: E402
 from spamguard.classifier import Classifier, Verdict  # noqa: E402
 from spamguard.datasets import Example  # noqa: E402
 from spamguard.mail_sources import read_labelled  # noqa: E402
@@ -119,6 +119,9 @@ def train_teacher(args: argparse.Namespace, splits: Splits, work: Path) -> Path:
 def distill_student(teacher: Path, splits: Splits, spec: str, args: argparse.Namespace, work: Path) -> Path:
     layers, width = (int(x) for x in spec.lower().split("x"))
     out = work / f"distilled-{spec}"
+    if args.reuse_students and (out / MANIFEST).is_file() and load_bundle(out).cascade is not None:
+        log(f"student {spec}: reusing {out} (--reuse-students)")
+        return out
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(teacher, out)
     settings = StudentSettings(
@@ -260,10 +263,12 @@ def milter_speed(bundles: dict[str, Path], sets: dict[str, list[bytes]], clients
 
 
 def pool_replay(bundle: Path, messages: list[bytes], cache: bool, threads: int | None) -> dict[str, Any]:
-    """Every message through the scoring pool (64 in flight), in order: messages/s and the cache's hit rate."""
+    """Every message through the scoring pool (64 in flight), in order: messages/s and the cache's hit rate. The
+    pool may hold more than 64: a message stays counted until the stage scoring it lets go, a moment after its
+    waiter has its verdict and lets the next one in."""
     from spamguard.plugins.pool import PoolSettings, ScoringPool
 
-    settings = PoolSettings(timeout=600, max_pending=64, cache_entries=100_000 if cache else 0)
+    settings = PoolSettings(timeout=600, max_pending=256, cache_entries=100_000 if cache else 0)
     with ScoringPool(Classifier.load(bundle, threads=threads), settings) as pool:
 
         async def replay() -> float:
@@ -466,6 +471,9 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--student-epochs", type=int, default=5)
+    parser.add_argument(
+        "--reuse-students", action="store_true", help="keep the students an earlier run distilled into --out"
+    )
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--max-fpr", type=float, default=0.01)
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: one per core)")
