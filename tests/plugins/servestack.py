@@ -97,6 +97,9 @@ local_interfaces = 127.0.0.1
 daemon_smtp_ports = {port}
 tls_advertise_hosts =
 host_lookup =
+# no DNS for the client's HELO name either: Python's smtplib says EHLO localhost, which Exim looks up by default
+# (helo_lookup_domains = @ : @[]), and one lookup in ten waited out the resolver's 5 s timeout here
+helo_lookup_domains =
 rfc1413_hosts =
 smtp_accept_max = 50
 smtp_accept_queue_per_connection = 0
