@@ -6,8 +6,11 @@ daemon behind on the next test's port, and one that hangs in shutdown must not h
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 
 
 def stop_process(process: subprocess.Popen, signum: int | None = signal.SIGTERM, grace: float = 10) -> None:
@@ -20,3 +23,20 @@ def stop_process(process: subprocess.Popen, signum: int | None = signal.SIGTERM,
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@contextmanager
+def children_stopped(parent: int) -> Iterator[list[int]]:
+    """Every child of `parent` stopped (SIGSTOP) for the duration, then continued: a server's text extraction
+    processes frozen as if stuck in a parser, so a scoring deadline is certain to pass however fast the machine
+    (a deadline of a microsecond is not: the verdict can win the race)."""
+    found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True, check=True).stdout.split()
+    pids = [int(pid) for pid in found]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pids
+    finally:
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

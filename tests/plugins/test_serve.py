@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import resource
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from mailstack import closed_by_server, milter_socket, require, wait_for
+from processes import children_stopped
 from servestack import running_serve, spamc
 
 from spamguard import Classifier
@@ -85,12 +84,7 @@ def test_failures_are_counted_and_logged_by_the_pools_reason(tiny_bundle: Path, 
     options = ["--milter", "inet:127.0.0.1:0", "--spamd", "127.0.0.1:0", "--http", "127.0.0.1:0"]
     options += ["--timeout", "1", "--extract-timeout", "60"]  # a stopped extraction process is not replaced
     with running_serve(tiny_bundle, *options, log=tmp_path / "serve.log") as serve:
-        children = subprocess.run(
-            ["pgrep", "-P", str(serve.process.pid)], capture_output=True, text=True, check=True
-        ).stdout.split()
-        for pid in children:
-            os.kill(int(pid), signal.SIGSTOP)
-        try:
+        with children_stopped(serve.process.pid):
             with MilterClient(f"inet:{serve.doors['milter']}") as client:
                 client.negotiate()
                 assert client.message(MESSAGE.replace(b"\n", b"\r\n"), queue_id="Q9").code == p.ACCEPT  # unscored
@@ -99,9 +93,6 @@ def test_failures_are_counted_and_logged_by_the_pools_reason(tiny_bundle: Path, 
             connection.request("POST", "/v1/check", MESSAGE, {"Content-Type": "message/rfc822"})
             response = connection.getresponse()
             assert (response.status, response.read()) == (503, b'{"error": "scoring timed out after 1 s"}')
-        finally:
-            for pid in children:
-                os.kill(int(pid), signal.SIGCONT)
         connection.request("GET", "/metrics")
         metrics = connection.getresponse().read().decode()
         connection.close()

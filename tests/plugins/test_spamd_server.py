@@ -5,10 +5,8 @@ level (hostile requests: answered or closed, and the server lives)."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 import select
-import signal
 import socket
 import statistics
 import subprocess
@@ -21,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from flood import flood_as_nobody, require_nobody
 from mailstack import SPAMGUARD, require, wait_for
+from processes import children_stopped
 from servestack import Serve, running_serve, spamc, spread
 
 from spamguard import Classifier, Verdict
@@ -194,11 +193,7 @@ def test_timeouts_and_scoring_failures(tiny_bundle: Path, tmp_path: Path) -> Non
             assert time.monotonic() - started < 10
         # scoring that cannot finish in time (its extraction processes stopped): EX_TEMPFAIL, never a verdict;
         # spamc passes the message through
-        stopped = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(slow.process.pid)], capture_output=True,
-                                                      text=True, check=True).stdout.split()]  # fmt: skip
-        for pid in stopped:
-            os.kill(pid, signal.SIGSTOP)
-        try:
+        with children_stopped(slow.process.pid):
             assert _exchange(port, b"CHECK SPAMC/1.5\r\nContent-length: 29\r\n\r\n" + MESSAGE) == (
                 b"SPAMD/1.0 75 Temporary failure: scoring timed out after 1 s\r\n"
             )
@@ -208,9 +203,6 @@ def test_timeouts_and_scoring_failures(tiny_bundle: Path, tmp_path: Path) -> Non
             # spamd's own errors), which `-x` turns into its exit code and `--filter-retries` into a retry on the
             # next host
             assert spamc(port, "-x", message=MESSAGE).returncode == 74
-        finally:
-            for pid in stopped:
-                os.kill(pid, signal.SIGCONT)
         wait_for(lambda: slow.lines("verdict=error"), 5, "the log line")
         (line, *_) = slow.lines("verdict=error")
         assert "reason=timeout reply=75" in line and "scoring timed out" in line
