@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import processes
 import pytest
 from click.testing import CliRunner
 from mailstack import (
@@ -25,7 +26,6 @@ from mailstack import (
     running_milter,
     wait_for,
 )
-from processes import children_stopped
 
 from spamguard.cli import main
 from spamguard.errors import BundleError
@@ -160,7 +160,7 @@ def test_scoring_timeout_accepts_or_tempfails(
 ) -> None:
     options = ["--timeout", "1", "--extract-timeout", "60", *(["--fail-closed"] if fail_closed else [])]
     with running_milter(tiny_bundle, *options, log=tmp_path / "m.log") as milter:
-        with children_stopped(milter.process.pid), MilterClient(milter.address) as client:
+        with processes.children_stopped(milter.process.pid), MilterClient(milter.address) as client:
             client.negotiate()
             reply = client.message(FORGED, queue_id="Q1")
         wait_for(lambda: milter.lines("queue_id=Q1"), 5, "the log line")
@@ -263,24 +263,12 @@ def test_the_systemd_unit_starts_a_valid_command_within_its_descriptor_limit() -
     assert context.params["max_connections"] + RESERVED_DESCRIPTORS <= limit
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat_file.parent.name))
-    return found
-
-
 def test_text_extraction_processes_die_with_the_milter(tiny_bundle: Path, tmp_path: Path) -> None:
     """The milter killed outright (the OOM killer, kill -9) leaves no extraction process behind, even one stuck
     in a message: the kernel kills them with it (PR_SET_PDEATHSIG)."""
     with running_milter(tiny_bundle, log=tmp_path / "m.log") as milter:
         assert _served(milter) == p.ACCEPT
-        children = _children(milter.process.pid)
+        children = processes.children(milter.process.pid)
         assert len(children) == 2  # --extract-workers
         os.kill(children[0], signal.SIGSTOP)  # as if stuck in a parser
         milter.process.kill()
