@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: install train test bench bench-accuracy bench-training bench-own-mail bench-cross-kind bench-robustness \
-	bench-cascade bench-token-budget text-unchanged lookalikes lint format
+	bench-cascade bench-token-budget text-unchanged lookalikes known-words lint format
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -103,6 +103,11 @@ text-unchanged:
 lookalikes:
 	$(PY) tools/make_lookalikes.py
 	$(VENV)/bin/ruff format spamguard/lookalikes.py
+
+# Regenerate spamguard/known_words.py from GPT-2's encoder.json (the copy the tests hold).
+known-words:
+	$(PY) tools/make_known_words.py
+	$(VENV)/bin/ruff format spamguard/known_words.py
 
 lint:
 	$(VENV)/bin/ruff check .

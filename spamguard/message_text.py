@@ -50,8 +50,9 @@ MAX_HEADER_PARAMS = 64  # `;`-separated parameters kept of a Content-* field
 _FEED_CHARS = 4096  # the parser is fed this much at a time, so it can stop soon after MAX_MIME_PARTS
 # The version of what this module makes of a message. A model is served only with the text version it was
 # trained on (the bundle manifest's "text_version"; a bundle without one was trained on version 1).
-# 1: the text as extracted; 2: normalized (`spamguard.normalize`) and without hidden HTML (`spamguard.html_text`).
-TEXT_VERSION = 2
+# 1: the text as extracted; 2: normalized (`spamguard.normalize`) and without hidden HTML (`spamguard.html_text`);
+# 3: leetspeak undone too ("fr33" -> "free", step 5 of `spamguard.normalize`).
+TEXT_VERSION = 3
 MAIL, SMS = "mail", "sms"  # the two kinds of message (see `message_kind`)
 KINDS = (MAIL, SMS)
 

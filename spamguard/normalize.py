@@ -19,8 +19,16 @@ rare tokens, while the person reading sees the same word. `normalize_text` undoe
    as it is, and so does a word that mixes Latin with letters that have no Latin look-alike ("Приветcafé" from
    two joined encoded words).
 
-Leetspeak ("fr33") is left alone: digits inside Latin words are also "mp3", "4x4", "win32", "b2b", "covid19",
-order numbers and postcodes, and the model can learn the spam spellings from data (docs/robustness.md).
+5. leetspeak: in an ASCII word of letters and the digits that imitate them (0 o, 1 i or l, 3 e, 4 a, 5 s, 7 t),
+   the digits become those letters when that gives a word GPT-2's vocabulary holds whole (`spamguard.known_words`:
+   "fr33" -> "free", "m0n3y" -> "money", "c1ick" -> "click"). Digits also write "mp3", "md5", "4gb", "win32",
+   "covid19", "pop3", "X11", times, ordinals, versions and order numbers, so a word is left as written when the
+   letters give no known word ("mpe", "agb"), when it holds another digit (2, 6, 8, 9), or when it is joined to
+   more letters and digits by a separator (a file name, path, address or version) or has only one letter ("X11",
+   "100k"); and a word of the shapes that names, numbers and SMS spelling take ("pop3", "5am", "4the") only becomes
+   one of the `COMMON_WORDS` most frequent words ("4nd" -> "and", "tha7" -> "that"; "pope", "sam" are not among them).
+   Case follows the word: "FR33" -> "FREE". What this changes in the public corpora, word by word, is in
+   docs/robustness.md.
 
 The result is idempotent (normalizing twice changes nothing), so text that is already normalized (an `Example`
 from `spamguard.mail_sources`) can go through again. Time is linear in the text."""
@@ -61,16 +69,65 @@ _LATIN_LETTER = regex.compile(r"\p{Script=Latin}")
 def normalize_text(text: str) -> str:
     """`text` with the disguises above undone (see the module docstring for each step and why)."""
     if text.isascii():
-        return text  # nothing to do: ASCII has no format characters, compatibility forms or other scripts
+        return _unleet(text)  # ASCII has no format characters, compatibility forms or other scripts
     text = _LONG_MARK_RUNS.sub(r"\1", text)
     text = _FORMAT.sub("", text)
     text = _STRAY_JOINERS.sub("", text)
     text = _nfkc(text)
-    if text.isascii():
-        return text
-    mapped = _unmask_words(text)
-    # A look-alike mapped next to a combining mark can compose with it ("а" + U+0301 -> "á").
-    return _nfkc(mapped) if mapped is not text else text
+    if not text.isascii():
+        mapped = _unmask_words(text)
+        # A look-alike mapped next to a combining mark can compose with it ("а" + U+0301 -> "á").
+        text = _nfkc(mapped) if mapped is not text else text
+    return _unleet(text)
+
+
+# A word of 3 to 24 ASCII letters and digits that imitate letters, holding two letters and a digit (one letter
+# is a name or a quantity: "X11", "100k", "14B"), standing on its own: not inside
+# a longer run (hashes, base64) and not joined by a separator to more letters or digits, as in a file name, path,
+# address or version ("apg-1.2.13-fr1.i386.rpm", "ww3.example", "a/b3"). A word with 2, 6, 8 or 9 is a number
+# or a name ("win32", "covid19", "gr8") and does not match.
+_SEPARATOR = r"[-./_+=@\\:%&#~]"
+_LEET_WORD = regex.compile(
+    rf"(?<![A-Za-z0-9]|[A-Za-z0-9]{_SEPARATOR})"
+    r"(?=[A-Za-z0-9]{0,23}[A-Za-z][A-Za-z0-9]{0,22}[A-Za-z])(?=[A-Za-z0-9]{0,23}[013457])[A-Za-z013457]{3,24}"
+    rf"(?![A-Za-z0-9]|{_SEPARATOR}[A-Za-z0-9/])"
+)
+# The shapes names, numbers and SMS spelling take: up to three letters and a final digit ("pop3", "MI5"), digits
+# and at most three letters ("5am", "1st", "10am", "4the"), two leading digits ("30min").
+# Such a word is undone only into one of the `COMMON_WORDS` most frequent known words: "4nd" -> "and",
+# "571ll" -> "still", "tha7" -> "that", but "pop3", "Set5", "5am" stay ("pope", "sets", "sam" are not among them).
+_AMBIGUOUS = regex.compile(r"[A-Za-z]{1,3}[013457]|[0-9]+[A-Za-z]{1,3}|[0-9]{2}.*")
+COMMON_WORDS = 1000
+_AS_I = str.maketrans("013457", "oieast")
+_AS_L = str.maketrans("013457", "oleast")
+
+
+def _unleet(text: str) -> str:
+    """Step 5 of the module docstring."""
+    return _LEET_WORD.sub(_unleet_word, text)
+
+
+def _unleet_word(match: regex.Match[str]) -> str:
+    word = match.group()
+    ambiguous = _AMBIGUOUS.fullmatch(word) is not None
+    ranks = _word_ranks()
+    lower = word.lower()
+    for table in (_AS_I, _AS_L) if "1" in word else (_AS_I,):
+        candidate = lower.translate(table)
+        rank = ranks.get(candidate)
+        if rank is not None and (rank < COMMON_WORDS or not ambiguous):
+            if all(c.isupper() for c in word if c.isalpha()):
+                return candidate.upper()
+            return "".join(c if c.isalpha() else new for c, new in zip(word, candidate, strict=True))
+    return word
+
+
+@cache
+def _word_ranks() -> dict[str, int]:
+    """Built on the first word that looks like leetspeak: most messages have none."""
+    from spamguard.known_words import KNOWN_WORDS
+
+    return {word: rank for rank, word in enumerate(KNOWN_WORDS)}
 
 
 def _nfkc(text: str) -> str:
