@@ -16,8 +16,8 @@ own validation part. Scoring is the runtime's (`Classifier`, int8 where the bund
 
 Per model and test kind: recall and FPR at the model's threshold for that kind (a model of one kind applies its
 one threshold to the other), and recall (with the test FPR) at the threshold that gives FPR <= 0.5% on that kind's
-validation part. Writes DIR/cross_kind.md (table, checks, command, CPU, date), DIR/cross_kind.json (every run) and
-DIR/cross_kind.png; prints one line per step."""
+validation part. Writes DIR/cross_kind.md (table, checks, command, CPU, date), DIR/cross_kind.json (every run,
+with its validation and test scores, written after each run) and DIR/cross_kind.png; prints one line per step."""
 
 from __future__ import annotations
 
@@ -290,7 +290,22 @@ def main() -> int:
         seconds = time.perf_counter() - t0
         scored, precision = score_parts(report.bundle, splits)
         tested = {kind: figures(scored, splits, kind) for kind in KINDS}
-        runs.append({"set": name, "seed": seed, "seconds": seconds, "precision": precision, "tested": tested})
+        runs.append(
+            {
+                "set": name,
+                "seed": seed,
+                "seconds": seconds,
+                "precision": precision,
+                "tested": tested,
+                # every score, in the split's order: another threshold rule can be applied without retraining
+                "scores": {part: scored[part].tolist() for part in ("validation", "test")},
+                "thresholds": scored["thresholds"],
+            }
+        )
+        args.out.mkdir(parents=True, exist_ok=True)  # after every run, so a stopped job keeps what it measured
+        (args.out / "cross_kind.json").write_text(
+            json.dumps({"config": vars(args) | {"out": str(args.out)}, "runs": runs}, indent=1)
+        )
         described = "; ".join(
             f"{kind} test: recall {t['recall']:.2%} FPR {t['fpr']:.2%} at {t['threshold']:.3g}, recall "
             f"{t['recall_at_val_fpr']:.2%} at val-FPR ≤ {OPERATING_FPR:.1%}"
@@ -333,9 +348,6 @@ def main() -> int:
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cross_kind.md").write_text("\n".join(lines))
-    (args.out / "cross_kind.json").write_text(
-        json.dumps({"config": vars(args) | {"out": str(args.out)}, "runs": runs}, indent=1)
-    )
     plot(runs, sets, args.out / "cross_kind.png")
     shutil.rmtree(work, ignore_errors=True)
     print("\n".join(lines))

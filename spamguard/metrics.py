@@ -79,23 +79,48 @@ def metrics_by_kind(
 
 
 def threshold_for_fpr(
-    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, max_fpr: float
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    max_fpr: float,
+    *,
+    new_ham: bool = False,
 ) -> float:
     """The lowest threshold whose false-positive rate on these (validation) scores is at most `max_fpr`.
 
     With n ham messages, at most k = floor(max_fpr * n) of them may score at or above the threshold, so it sits
     just above the (k+1)-th highest ham score. Lowest, because among the thresholds that meet the FPR target it
-    catches the most spam. Ties are honoured: a ham score equal to the threshold counts as a false positive."""
+    catches the most spam. Ties are honoured: a ham score equal to the threshold counts as a false positive.
+
+    `new_ham=True` asks the rate to hold on ham the model has not seen, which is what a user of `--max-fpr`
+    wants: a new ham message is as likely to rank anywhere among the n validation ham, so with k of them above
+    the threshold it lands there with probability at most (k+1)/(n+1) (the split-conformal bound), and k is the
+    largest with (k+1)/(n+1) <= max_fpr. The validation FPR alone is optimistic where ham is scarce: with 123
+    ham and a 1% target it allows one false positive, and the next ham then has a 1.6% chance to be one. When no
+    k meets the bound (n + 1 < 1 / max_fpr), the threshold sits above every ham score, the strictest that
+    validation can justify; `expected_new_fpr` gives the figure then promised."""
     if not 0.0 <= max_fpr < 1.0:
         raise ValueError(f"max_fpr must be in [0, 1), got {max_fpr}")
     y, s = _arrays(labels, scores)
     ham = np.sort(s[y == 0])[::-1]
     if len(ham) == 0:
         raise ValueError("cannot choose a threshold by false-positive rate without ham examples")
-    k = int(np.floor(max_fpr * len(ham) + 1e-9))
+    if new_ham:
+        k = max(int(np.floor(max_fpr * (len(ham) + 1) + 1e-9)) - 1, 0)
+    else:
+        k = int(np.floor(max_fpr * len(ham) + 1e-9))
     if k >= len(ham):
         return float(s.min())
     return float(np.nextafter(ham[k], np.inf))
+
+
+def expected_new_fpr(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float
+) -> float:
+    """The split-conformal bound on the false-positive rate for ham the model has not seen: (k+1)/(n+1), with k
+    of the n validation ham at or above `threshold` (see `threshold_for_fpr`)."""
+    y, s = _arrays(labels, scores)
+    ham = s[y == 0]
+    return (int(np.sum(ham >= threshold)) + 1) / (len(ham) + 1)
 
 
 def roc_points(

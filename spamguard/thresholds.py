@@ -24,7 +24,7 @@ import numpy as np
 
 from spamguard.errors import SpamguardError
 from spamguard.message_text import KINDS
-from spamguard.metrics import binary_metrics, threshold_for_fpr
+from spamguard.metrics import binary_metrics, expected_new_fpr, threshold_for_fpr
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -58,8 +58,11 @@ class ThresholdChoice:
         )
         line = (
             f"threshold {self.threshold:.6g} ({how}; on validation: FPR {r['fpr']:.4g} on {r['n_ham']} ham, "
-            f"recall {r['recall']:.4g} on {r['n_spam']} spam)"
+            f"recall {r['recall']:.4g} on {r['n_spam']} spam"
         )
+        if r.get("expected_new_fpr") is not None:
+            line += f"; on new ham: FPR at most {r['expected_new_fpr']:.2g} expected"
+        line += ")"
         if self.unsure:
             u = r["unsure"]
             line += (
@@ -227,7 +230,8 @@ def choose_threshold(
     threshold: float | None = None,
     unsure: tuple[float, float] | None = None,
 ) -> ThresholdChoice:
-    """The threshold from `--max-fpr` (lowest threshold whose validation FPR meets the target), from
+    """The threshold from `--max-fpr` (the lowest threshold that meets the target on new ham, by the
+    split-conformal bound on the validation ham: `metrics.threshold_for_fpr(new_ham=True)`), from
     `--threshold`, or the default 0.5, with the validation figures at that threshold and, when an unsure band
     is given, how much ham and spam land in it."""
     check_options(max_fpr=max_fpr, threshold=threshold)
@@ -238,12 +242,14 @@ def choose_threshold(
     if max_fpr is not None:
         if n_ham == 0:
             raise ThresholdError("cannot choose a threshold by false-positive rate: the validation split has no ham")
-        method, chosen = "max_fpr", threshold_for_fpr(y, s, max_fpr)
-        if max_fpr * n_ham < 1:
+        method, chosen = "max_fpr", threshold_for_fpr(y, s, max_fpr, new_ham=True)
+        promised = expected_new_fpr(y, s, chosen)
+        if 0 < max_fpr < promised:  # (0 asks for the strictest threshold, which no amount of ham can promise)
             warnings.append(
-                f"the validation split has {n_ham} ham, so its false-positive rate moves in steps of "
-                f"{1 / n_ham:.2g}: the target {max_fpr:g} was met by allowing no false positive there, and the "
-                "rate on new mail may still be higher (more ham makes the target measurable)"
+                f"the validation split has {n_ham} ham: even above every one of them, a new ham message has a "
+                f"{promised:.2g} chance to score higher, above the target {max_fpr:g}; the threshold is the "
+                f"strictest validation can justify (it takes {int(np.ceil(1 / max_fpr)) - 1} ham to show "
+                f"{max_fpr:g})"
             )
         if chosen > 1.0:
             warnings.append("a validation ham scores 1.0: no threshold meets the target, this model flags nothing")
@@ -271,6 +277,8 @@ def choose_threshold(
         "n_ham": n_ham,
         "n_spam": n_spam,
         "fpr_step": 1 / n_ham if n_ham else None,
+        # the split-conformal bound for ham not seen in training or validation (`metrics.expected_new_fpr`)
+        "expected_new_fpr": expected_new_fpr(y, s, chosen) if n_ham else None,
         **_figures(y, s, chosen),
         "unsure": None,
         "warnings": warnings,

@@ -26,16 +26,38 @@ SCORES = np.r_[HAM, SPAM]
 
 
 def test_max_fpr_known_answer() -> None:
-    choice = choose_threshold(LABELS, SCORES, max_fpr=0.002)  # two ham (0.999, 0.998) may pass
-    assert 0.997 < choice.threshold <= 0.998
+    # n = 1000 ham: k ham may pass while (k + 1) / 1001 <= 0.002, so one (0.999), not the two the validation FPR
+    # alone would allow
+    choice = choose_threshold(LABELS, SCORES, max_fpr=0.002)
+    assert 0.998 < choice.threshold <= 0.999
     r = choice.record
     assert (r["method"], r["target_fpr"], r["n_ham"], r["n_spam"]) == ("max_fpr", 0.002, 1000, 4)
-    assert (r["fp"], r["tp"]) == (2, 2) and r["fpr"] == pytest.approx(0.002) and r["recall"] == pytest.approx(0.5)
+    assert (r["fp"], r["tp"]) == (1, 2) and r["fpr"] == pytest.approx(0.001) and r["recall"] == pytest.approx(0.5)
+    assert r["expected_new_fpr"] == pytest.approx(2 / 1001)
     assert r["fpr_step"] == pytest.approx(0.001) and choice.warnings == [] and choice.unsure is None
     assert choice.describe() == (
-        f"threshold {choice.threshold:.6g} (max FPR 0.002; on validation: FPR 0.002 on 1000 ham, recall 0.5 on 4 spam)"
+        f"threshold {choice.threshold:.6g} (max FPR 0.002; on validation: FPR 0.001 on 1000 ham, recall 0.5 on 4 "
+        "spam; on new ham: FPR at most 0.002 expected)"
     )
     json.dumps(choice.manifest_fields())  # the manifest is JSON: no numpy types may leak into it
+
+
+def test_max_fpr_holds_on_new_ham_where_the_validation_rate_does_not() -> None:
+    """123 validation ham (mail's part of the default split) and a 1% target: the validation FPR allows one
+    false positive, and new ham then scores above the threshold 2/124 = 1.6% of the time; the new-ham rule
+    allows none, and the rate on new ham stays under the target. Seeded draws of exchangeable ham scores."""
+    rng = np.random.default_rng(7)
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(400):
+        validation, new = rng.random(123), rng.random(2000)
+        labels = np.zeros(123, dtype=int)
+        for new_ham in rates:
+            threshold = threshold_for_fpr(labels, validation, 0.01, new_ham=new_ham)
+            rates[new_ham].append(float(np.mean(new >= threshold)))
+    assert np.mean(rates[True]) <= 0.01 < 0.014 < np.mean(rates[False])
+    assert choose_threshold(labels, validation, max_fpr=0.01).threshold == threshold_for_fpr(
+        labels, validation, 0.01, new_ham=True
+    )
 
 
 def test_zero_fpr_sits_just_above_the_highest_ham() -> None:
@@ -50,7 +72,8 @@ def test_target_finer_than_the_validation_ham_can_measure_is_warned() -> None:
     choice = choose_threshold(labels, scores, max_fpr=0.001)
     assert 0.9 < choice.threshold <= 0.95 and choice.record["fp"] == 0
     assert choice.warnings == choice.record["warnings"]
-    assert choice.warnings[0].startswith("the validation split has 100 ham, so its false-positive rate moves in steps")
+    assert choice.warnings[0].startswith("the validation split has 100 ham: even above every one of them, a new ham")
+    assert "(it takes 999 ham to show 0.001)" in choice.warnings[0]
 
 
 def test_a_ham_scoring_one_means_nothing_can_be_flagged() -> None:
@@ -125,7 +148,7 @@ def test_parse_unsure_accepts_a_valid_band() -> None:
 
 def test_band_missing_the_fpr_threshold_is_widened_not_fatal() -> None:
     choice = choose_threshold(LABELS, SCORES, max_fpr=0.002, unsure=(0.3, 0.9))
-    assert choice.unsure == (0.3, choice.threshold) and 0.997 < choice.threshold <= 0.998
+    assert choice.unsure == (0.3, choice.threshold) and 0.998 < choice.threshold <= 0.999
     assert choice.warnings[-1].startswith(f"the threshold {choice.threshold:.6g} chosen for --max-fpr lies outside")
     with_band_at_one = choose_threshold([0, 1], [1.0, 1.0], max_fpr=0.0, unsure=(0.5, 0.9))
     assert with_band_at_one.unsure == (0.5, 0.9) and with_band_at_one.threshold > 1.0
@@ -139,7 +162,7 @@ def test_threshold_rule_checks_options_before_training() -> None:
     logged: list[str] = []
     rule = threshold_rule(ThresholdOptions(max_fpr=0.002, unsure=(0.6, 0.999)), log=logged.append)
     threshold, record = rule("mail", LABELS, SCORES)
-    assert 0.997 < threshold <= 0.998 and record["unsure"]["low"] == 0.6 and record["fp"] == 2
+    assert 0.998 < threshold <= 0.999 and record["unsure"]["low"] == 0.6 and record["fp"] == 1
     assert record["kind"] == "mail"
     assert logged == ["mail: " + choose_threshold(LABELS, SCORES, max_fpr=0.002, unsure=(0.6, 0.999)).describe()]
 
@@ -167,8 +190,8 @@ def test_each_kind_gets_the_threshold_its_own_validation_part_gives() -> None:
     chosen = choose_per_kind(threshold_rule(ThresholdOptions(max_fpr=0.01), log=lambda _: None), validation, scores)
     for kind in ("mail", "sms"):
         mask = kinds == kind
-        assert chosen[kind].threshold == threshold_for_fpr(labels[mask], scores[mask], 0.01)
-        assert chosen[kind].choice["n_ham"] == 400 and chosen[kind].choice["fp"] <= 4
+        assert chosen[kind].threshold == threshold_for_fpr(labels[mask], scores[mask], 0.01, new_ham=True)
+        assert chosen[kind].choice["n_ham"] == 400 and chosen[kind].choice["fp"] <= 3  # (3 + 1) / 401 <= 1%
     assert chosen["mail"].threshold > 0.75 > 0.45 > chosen["sms"].threshold
     pooled = threshold_for_fpr(labels, scores, 0.01)
     mail_ham = scores[(kinds == "mail") & (labels == 0)]
