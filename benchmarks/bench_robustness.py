@@ -15,8 +15,9 @@ bogofilter baselines (benchmarks/accuracy/classical.py) are trained on version-1
 Each disguise (benchmarks/robustness/disguises.py) is applied, seeded per message, to every spam and every ham of
 the test parts; recall is measured on disguised spam and the false-positive rate on disguised ham, at each model's
 own threshold (spamguard: the bundle's threshold for the message's kind; the baselines: their defaults). The
-non-Latin ham set (benchmarks/robustness/non_latin.py) gives one more FPR row. Writes `results.md` and
-`recall.png` to `--out`."""
+non-Latin ham set (benchmarks/robustness/non_latin.py) gives one more FPR row, and one of the normalized model's
+verdicts as served (with the script guard, `Bundle.unseen_script`). Writes `results.md` and `recall.png` to
+`--out`."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class Part:
 class Results:
     recall: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (method, kind, disguise) -> recall
     fpr: dict[tuple[str, str, str], float] = field(default_factory=dict)  # (method, kind, disguise) -> FPR
+    unsure_non_latin: int | None = None  # non-Latin ham the served model left unsure (`Bundle.unseen_script`)
 
 
 def load_parts(data: Path, seed: int, limit: int | None) -> dict[str, tuple[list[Example], ...]]:
@@ -213,6 +215,12 @@ def main() -> int:
             values = np.asarray(model.score_texts([message_text(t, normalize=normalize) for t in NON_LATIN_HAM]))  # type: ignore[attr-defined]
             threshold = model.bundle.threshold_for(SMS)  # type: ignore[attr-defined]
             results.fpr[(label, "non-Latin SMS", PLAIN)] = float((values >= threshold).mean())
+        served, _normalize = methods["spamguard, normalized"]
+        verdicts = served.classify_texts(list(NON_LATIN_HAM), SMS)  # type: ignore[attr-defined]
+        results.fpr[("spamguard, normalized, as served (script guard)", "non-Latin SMS", PLAIN)] = float(
+            np.mean([v.label == "spam" for v in verdicts])
+        )
+        results.unsure_non_latin = sum(v.label == "unsure" for v in verdicts)
         for method in baselines:
             values = score_baseline(method, list(NON_LATIN_HAM), [HAM] * len(NON_LATIN_HAM), work)
             results.fpr[(method.name, "non-Latin SMS", PLAIN)] = float((values >= method.default_threshold).mean())  # type: ignore[attr-defined]
@@ -257,6 +265,10 @@ def markdown(results: Results, names: list[str], args: argparse.Namespace, secon
     lines += ["", "False-positive rate % on the test ham given the same disguise (non-Latin SMS: the set written for "
               "this benchmark, benchmarks/robustness/non_latin.py)", ""]  # fmt: skip
     lines += table(results.fpr, with_drop=False)
+    if results.unsure_non_latin is not None:
+        lines += ["", f"As served (verdicts, not scores at the threshold), the normalized model left "
+                  f"{results.unsure_non_latin} of the {len(NON_LATIN_HAM)} non-Latin SMS unsure: written in a "
+                  "script its training ham was not (spamguard.bundle.MIN_SCRIPT_HAM)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

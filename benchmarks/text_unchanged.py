@@ -3,8 +3,10 @@
     SPAMGUARD_DATA=../shared/data python benchmarks/text_unchanged.py
 
 For every SMS of the collection and every mail of the SpamAssassin sample under `datasets_dir()`: the model text
-with normalization (text version 2) against without it (`message_text(..., normalize=False)`), and counts of
-what differs: per message, the characters that went and the characters that came."""
+with normalization (text version 3) against without it (`message_text(..., normalize=False)`), and counts of
+what differs: per message, the characters that went and the characters that came. Then the leetspeak step on its
+own (`normalize.undo_leetspeak`, which keeps every character's place) over the text without normalization: how
+many messages of each kind and label it changes, and every word it rewrites."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ import collections
 import sys
 
 from spamguard.message_text import message_text
+from spamguard.normalize import undo_leetspeak
 from spamguard.paths import datasets_dir
 
 
 def main() -> int:
     data = datasets_dir()
     sms = [line.partition("\t")[2] for line in (data / "sms_spam_collection" / "SMSSpamCollection").read_text(
+        encoding="utf-8").splitlines()]  # fmt: skip
+    labels = [line.partition("\t")[0] for line in (data / "sms_spam_collection" / "SMSSpamCollection").read_text(
         encoding="utf-8").splitlines()]  # fmt: skip
     mails = sorted((data / "spamassassin_2003_part1").glob("*/*"))
     for kind, items in (("SMS", sms), ("mail", mails)):
@@ -35,6 +40,21 @@ def main() -> int:
         print(f"{kind}: {changed} of {len(items)} changed by normalization (messages: characters gone -> came)")
         for reason, count in reasons.most_common(30):
             print(f"  {count:5d}  {reason}")
+    print("leetspeak step (text version 3) on the text without normalization:")
+    words: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    for kind, items, label_of in (("SMS", sms, labels), ("mail", mails, [p.parent.name for p in mails])):
+        changed, totals = collections.Counter(), collections.Counter(label_of)
+        for item, label in zip(items, label_of, strict=True):
+            before = message_text(item.read_bytes() if kind == "mail" else item, normalize=False)
+            after = undo_leetspeak(before)
+            if before != after:
+                changed[label] += 1
+                for old, new in zip(before.split(), after.split(), strict=True):
+                    if old != new:
+                        words[(f"{kind} {label}", old, new)] += 1
+        print(f"{kind}: " + ", ".join(f"{changed[label]} of {totals[label]} {label}" for label in sorted(totals)))
+    for (where, old, new), count in sorted(words.items()):
+        print(f"  {count:5d}  {where}: {old!r} -> {new!r}")
     return 0
 
 

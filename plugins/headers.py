@@ -51,6 +51,7 @@ class VerdictLike(Protocol):
     model: str
     kind: str  # "mail" or "sms": whose threshold applied
     stage: str  # "student" or "full": which model of a cascade decided (`spamguard.cascade`)
+    reason: str | None  # why an unsure verdict is not its score's (`Bundle.unseen_script`), for logs and JSON
 
 
 def _lines(raw: Buffer, start: int) -> Iterator[tuple[int, int]]:

@@ -223,6 +223,31 @@ def _per_kind(value: Any) -> Mapping[str, KindThreshold]:
     return _keyed_by_kind(value, _kind_threshold)
 
 
+_SCRIPT_NAME = re.compile(r"[A-Z][A-Z_-]{0,39}")
+MAX_SCRIPTS = 300  # Unicode names fewer scripts than this
+
+
+def _script_counts(value: Any) -> Mapping[str, int]:
+    """`{"LATIN": 866, "CJK": 2}`: how many training ham of a kind were written mainly in each script."""
+    what = f"an object of at most {MAX_SCRIPTS} script names (as LATIN, CJK) and counts"
+    if not isinstance(value, dict) or len(value) > MAX_SCRIPTS:
+        raise _Invalid(f"must be {what}, not {_show(value)}")
+    for script, count in value.items():
+        if not _SCRIPT_NAME.fullmatch(script) or isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise _Invalid(f"must be {what}, not {_show({script: count})}")
+    return MappingProxyType(dict(value))
+
+
+def _ham_scripts(value: Any) -> Mapping[str, Mapping[str, int]]:
+    return _keyed_by_kind(value, _script_counts)
+
+
+# A kind's message written mainly in a script that fewer of the model's training ham of that kind were written
+# in is unsure, whatever its score (`Bundle.unseen_script`). A judgment, not a measurement: the default data hold
+# no ham at all outside Latin script, and a model trained on it calls every such message spam (docs/robustness.md).
+MIN_SCRIPT_HAM = 20
+
+
 @dataclass(frozen=True)
 class CascadeRecord:
     """The student of a cascade (`spamguard.cascade`): its model files by precision, the sizes it was built
@@ -352,6 +377,8 @@ MANIFEST_FIELDS: tuple[ManifestField, ...] = (
     ManifestField("text_version", _integer(1, 1 << 16), required=False, default=1),
     # a student model and the band of each kind it decides (`spamguard distill`); absent: the full model alone
     ManifestField("cascade", _cascade, required=False),
+    # per kind, the training ham by main script (`normalize.main_script`); absent: every script is trusted
+    ManifestField("ham_scripts", _ham_scripts, required=False, default=MappingProxyType({})),
 )
 
 
@@ -500,6 +527,19 @@ class Bundle:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         own = self.fields["thresholds"].get(kind)
         return own if own is not None else KindThreshold(self.threshold, self.unsure)
+
+    def unseen_script(self, kind: str, script: str | None) -> str | None:
+        """Why a message of this kind written mainly in `script` must not get a verdict from its score, or None.
+        A model has no idea what ham in a script looks like when it saw (almost) none: the offline models call
+        every non-Latin SMS spam. Only for a kind whose training scripts the bundle records (older bundles, and
+        kinds a model was not trained on, are scored as before)."""
+        counts = self.fields["ham_scripts"].get(kind)
+        if counts is None or script is None:
+            return None
+        seen = counts.get(script, 0)
+        if seen >= MIN_SCRIPT_HAM:
+            return None
+        return f"{script.lower()} script: the model saw {seen} {kind} ham written in it, fewer than {MIN_SCRIPT_HAM}"
 
     @property
     def max_tokens(self) -> int:

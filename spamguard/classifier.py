@@ -31,6 +31,7 @@ from spamguard.bundle import PRECISIONS, Band, Bundle, KindThreshold, weights_fi
 from spamguard.cascade import FULL, STUDENT, route
 from spamguard.errors import BundleError, SpamguardError
 from spamguard.message_text import KINDS, TEXT_VERSION, message_kind, message_text
+from spamguard.normalize import main_script
 from spamguard.padding import pad_batch
 from spamguard.registry import open_model
 from spamguard.tokenizer import encode, encoding_from_bytes
@@ -64,6 +65,7 @@ class Verdict:
     model: str
     kind: str  # "mail" | "sms" (`message_text.message_kind`)
     stage: str = FULL  # "student" | "full" (`spamguard.cascade`)
+    reason: str | None = None  # why the label is not the score's: the script guard (`Bundle.unseen_script`)
 
     @property
     def is_spam(self) -> bool:
@@ -77,7 +79,14 @@ class Verdict:
             "model": self.model,
             "kind": self.kind,
             "stage": self.stage,
+            "reason": self.reason,
         }
+
+
+def token_script(encoding: tiktoken.Encoding, tokens: Sequence[int]) -> str | None:
+    """The main script of the text these tokens spell: one definition for training (`ham_scripts` in the
+    manifest) and scoring, on what the model reads (the first `max_tokens` tokens), not the whole message."""
+    return main_script(encoding.decode_bytes(list(tokens)).decode("utf-8", "replace"))
 
 
 def spam_probability(logits: np.ndarray) -> np.ndarray:
@@ -383,13 +392,24 @@ class Classifier:
     def score(self, message: MessageLike) -> float:
         return self.score_batch([message])[0]
 
-    def verdict(self, score: float, kind: str, threshold: float | None = None, stage: str = FULL) -> Verdict:
+    def verdict(
+        self, score: float, kind: str, threshold: float | None = None, stage: str = FULL, script: str | None = None
+    ) -> Verdict:
         """The decision on a score for a message of this kind: the bundle's threshold and unsure band for the
-        kind; a `threshold` given here replaces the threshold of every kind (the unsure band still applies)."""
+        kind; a `threshold` given here replaces the threshold of every kind (the unsure band still applies). A
+        message written mainly in a `script` the model saw too little ham in is unsure, with the reason."""
         band = self._bundle.unsure_for(kind)
         threshold = self._bundle.threshold_for(kind) if threshold is None else float(threshold)
-        label = KindThreshold(threshold, band).label(score)
-        return Verdict(label, score, threshold, self._bundle.name, kind, stage)
+        reason = self._bundle.unseen_script(kind, script)
+        label = "unsure" if reason else KindThreshold(threshold, band).label(score)
+        return Verdict(label, score, threshold, self._bundle.name, kind, stage, reason)
+
+    def script(self, tokens: Sequence[int]) -> str | None:
+        """The main script (`normalize.main_script`) of what the model reads of a message: its tokens, decoded.
+        None when the bundle does not ask (`Bundle.unseen_script`), which spares the decoding."""
+        if not self._bundle.fields["ham_scripts"]:
+            return None
+        return token_script(self._encoding, tokens)
 
     def band_for(self, kind: str, threshold: float | None = None) -> Band | None:
         """The band in which the full model decides for this kind, None when it decides everything: no band
@@ -406,17 +426,19 @@ class Classifier:
         batch and only the messages it is not sure of (`spamguard.cascade`) go to the full model, as one batch."""
         if len(kinds) != len(token_lists):
             raise ValueError(f"{len(token_lists)} token lists but {len(kinds)} kinds")
+        scripts = [self.script(tokens) for tokens in token_lists]
         if self._student is None:
             scores = self.score_tokens(token_lists)
-            return [self.verdict(s, k, threshold) for s, k in zip(scores, kinds, strict=True)]
-        scores = self.student_scores(token_lists)
-        stages = [STUDENT] * len(scores)
-        routed = route(scores, [self.band_for(kind, threshold) for kind in kinds])
-        for index, score in zip(routed, self.score_tokens([token_lists[i] for i in routed]), strict=True):
-            scores[index], stages[index] = score, FULL
+            stages = [FULL] * len(scores)
+        else:
+            scores = self.student_scores(token_lists)
+            stages = [STUDENT] * len(scores)
+            routed = route(scores, [self.band_for(kind, threshold) for kind in kinds])
+            for index, score in zip(routed, self.score_tokens([token_lists[i] for i in routed]), strict=True):
+                scores[index], stages[index] = score, FULL
         return [
-            self.verdict(score, kind, threshold, stage)
-            for score, kind, stage in zip(scores, kinds, stages, strict=True)
+            self.verdict(score, kind, threshold, stage, script)
+            for score, kind, stage, script in zip(scores, kinds, stages, scripts, strict=True)
         ]
 
     def classify(self, message: MessageLike, *, threshold: float | None = None) -> Verdict:

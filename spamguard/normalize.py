@@ -69,7 +69,7 @@ _LATIN_LETTER = regex.compile(r"\p{Script=Latin}")
 def normalize_text(text: str) -> str:
     """`text` with the disguises above undone (see the module docstring for each step and why)."""
     if text.isascii():
-        return _unleet(text)  # ASCII has no format characters, compatibility forms or other scripts
+        return undo_leetspeak(text)  # ASCII has no format characters, compatibility forms or other scripts
     text = _LONG_MARK_RUNS.sub(r"\1", text)
     text = _FORMAT.sub("", text)
     text = _STRAY_JOINERS.sub("", text)
@@ -78,7 +78,7 @@ def normalize_text(text: str) -> str:
         mapped = _unmask_words(text)
         # A look-alike mapped next to a combining mark can compose with it ("а" + U+0301 -> "á").
         text = _nfkc(mapped) if mapped is not text else text
-    return _unleet(text)
+    return undo_leetspeak(text)
 
 
 # A word of 3 to 24 ASCII letters and digits that imitate letters, holding two letters and a digit (one letter
@@ -102,8 +102,9 @@ _AS_I = str.maketrans("013457", "oieast")
 _AS_L = str.maketrans("013457", "oleast")
 
 
-def _unleet(text: str) -> str:
-    """Step 5 of the module docstring."""
+def undo_leetspeak(text: str) -> str:
+    """Step 5 of the module docstring on its own. It maps characters one for one, so a text keeps its length and
+    its words their places (`benchmarks/text_unchanged.py` lines the two up to list what it changed)."""
     return _LEET_WORD.sub(_unleet_word, text)
 
 
@@ -167,9 +168,32 @@ def _kind(word: str) -> str | None:
     return _LOOKALIKE if has_lookalike else None
 
 
+def _script(char: str) -> str:
+    """A letter's script, as the first word of its Unicode name ("LATIN", "CYRILLIC", "GREEK", "CJK", "HANGUL")."""
+    return unicodedata.name(char, "").partition(" ")[0]
+
+
 def _scripts(word: str) -> set[str]:
-    """The scripts of a word's letters, as the first word of their Unicode names ("CYRILLIC", "GREEK")."""
-    return {unicodedata.name(c, "").partition(" ")[0] for c in word if c.isalpha()}
+    """The scripts of a word's letters."""
+    return {_script(c) for c in word if c.isalpha()}
+
+
+SCRIPT_SAMPLE = 4096  # characters read to find a text's main script: a model reads at most a few thousand
+
+
+def main_script(text: str) -> str | None:
+    """The script most of a text's letters are written in (`_script`: "LATIN", "CYRILLIC", "CJK"...), None for
+    a text without letters. A model only knows the scripts its training ham was written in
+    (`Bundle.unseen_script`)."""
+    sample = text[:SCRIPT_SAMPLE]
+    if sample.isascii():
+        return "LATIN" if any(c.isalpha() for c in sample) else None
+    counts: dict[str, int] = {}
+    for char in sample:
+        if char.isalpha():
+            script = _script(char)
+            counts[script] = counts.get(script, 0) + 1
+    return max(counts, key=counts.__getitem__) if counts else None
 
 
 def _unmask_words(text: str) -> str:

@@ -22,6 +22,8 @@ import torch
 
 from spamguard import registry
 from spamguard.bundle import NAME_PATTERN, check_name
+from spamguard.classifier import token_script
+from spamguard.datasets import HAM
 from spamguard.errors import BundleError, TokenizerError
 from spamguard.message_text import TEXT_VERSION
 from spamguard.paths import models_dir
@@ -181,6 +183,18 @@ def tokenize(examples: Sequence[Example], encoding: Any, max_tokens: int) -> Spl
     )
 
 
+def ham_scripts(split: Split, encoding: Any) -> dict[str, dict[str, int]]:
+    """Per kind, how many training ham were written mainly in each script, as the runtime reads a message
+    (`classifier.token_script` on its tokens): what `Bundle.unseen_script` holds a message's script against."""
+    counts: dict[str, dict[str, int]] = {}
+    for tokens, label, kind in zip(split.token_lists, split.labels, split.kinds, strict=True):
+        kind_counts = counts.setdefault(str(kind), {})
+        script = token_script(encoding, tokens) if label == HAM else None
+        if script is not None:
+            kind_counts[script] = kind_counts.get(script, 0) + 1
+    return {kind: dict(sorted(c.items())) for kind, c in counts.items()}
+
+
 def _describe_tokens(raw_lengths: np.ndarray, max_tokens: int) -> str:
     return (
         f"tokens per message: mean {raw_lengths.mean():.1f}, max {raw_lengths.max()} "
@@ -326,6 +340,7 @@ def run(
         checkpoint = _write_checkpoint(model, work / CHECKPOINT_FILE, job, result, output.name)
         seconds["total"] = time.perf_counter() - began
         manifest = _manifest(job, output, model, base_model, splits, data_source, result, cache_info)
+        manifest["ham_scripts"] = ham_scripts(parts["train"], encoding)
         manifest["training"]["class_weights"] = {kind: list(w) for kind, w in weights.items()}
         manifest["training"]["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
         bundle = package(

@@ -1,7 +1,7 @@
 """The HTTP front door: aiohttp on the same event loop as the other doors, scoring through the same pool.
 
     POST /v1/check   message/rfc822 or text/plain: the raw message; application/json: {"text": "..."} or
-                     {"messages": ["...", ...]} -> {"label", "score", "threshold", "model", "kind", "stage"}
+                     {"messages": ["...", ...]} -> {"label", "score", "threshold", "model", "kind", "stage", "reason"}
                      (a batch: {"results": [...]})
     GET  /healthz    {"status": "ok", "model": NAME} (no token needed: load balancers ask it)
     GET  /metrics    Prometheus text format
@@ -262,6 +262,7 @@ class HttpApi:
             "model": verdict.model,
             "kind": kind,
             "stage": verdict.stage,
+            "reason": verdict.reason,
         }
 
     async def start(self, address: InetAddress) -> asyncio.base_events.Server:

@@ -178,7 +178,7 @@ def check(
                 continue
             click.echo(
                 f"{shown}: {verdict.label} score={verdict.score:.4f} threshold={verdict.threshold:.4f} "
-                f"kind={verdict.kind} model={verdict.model}"
+                f"kind={verdict.kind} model={verdict.model}" + (f" ({verdict.reason})" if verdict.reason else "")
             )
             for line in explanation.lines(EXPLAIN_TOP) if explanation else ():
                 click.echo(f"  {line}")

@@ -61,7 +61,7 @@ def test_check_json_and_files(installed: Path, tmp_path: Path, sms_score: float)
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.exit_code == 0
     assert lines[0] == {"input": str(tmp_path / "a.txt"), "kind": "sms", "label": "spam", "score": sms_score,
-                        "threshold": 0.0, "model": "tiny", "stage": "full"}  # fmt: skip
+                        "threshold": 0.0, "model": "tiny", "stage": "full", "reason": None}  # fmt: skip
     assert lines[1]["input"] == str(mail) and lines[1]["score"] == Classifier.load(installed).score(mail.read_bytes())
     assert lines[1]["kind"] == "mail"
 

@@ -245,6 +245,10 @@ def test_random_weights_from_a_config_only_folder_with_tokenizer_option(
     bundle = load_bundle(tmp_path / "b")
     assert bundle.manifest["base_model"] == "small" and bundle.manifest["training"]["weights"] == "random"
     assert bundle.manifest["text_version"] == TEXT_VERSION
+    # the committed SMS fixture: every training ham is Latin (a few have no letters at all)
+    trained_ham = bundle.manifest["training"]["split_by_kind"]["sms"]["train"]["ham"]
+    assert set(bundle.fields["ham_scripts"]) == {"sms"} and set(bundle.fields["ham_scripts"]["sms"]) == {"LATIN"}
+    assert trained_ham - 5 <= bundle.fields["ham_scripts"]["sms"]["LATIN"] <= trained_ham
     assert registry.default_name() == "b"  # installed from --out under the folder's name
     assert np.isfinite(bundle.manifest["metrics"]["test"]["accuracy"])
 
