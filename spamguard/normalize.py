@@ -24,9 +24,10 @@ rare tokens, while the person reading sees the same word. `normalize_text` undoe
    "fr33" -> "free", "m0n3y" -> "money", "c1ick" -> "click"). Digits also write "mp3", "md5", "4gb", "win32",
    "covid19", "pop3", "X11", times, ordinals, versions and order numbers, so a word is left as written when the
    letters give no known word ("mpe", "agb"), when it holds another digit (2, 6, 8, 9), or when it is joined to
-   more letters and digits by a separator (a file name, path, address or version) or has only one letter ("X11",
-   "100k"); and a word of the shapes that names, numbers and SMS spelling take ("pop3", "5am", "4the") only becomes
-   one of the `COMMON_WORDS` most frequent words ("4nd" -> "and", "tha7" -> "that"; "pope", "sam" are not among them).
+   more letters and digits by a separator (a file name, path, address or version); a word of the shapes that
+   names, numbers and SMS spelling take ("pop3", "5am", "4the") only becomes one of the `COMMON_WORDS` most
+   frequent words ("4nd" -> "and", "tha7" -> "that"; "pope", "sam" are not among them), and a word of one letter
+   only one of the `VERY_COMMON_WORDS` ("7h3" -> "the"; "X11" and "100k" stay).
    Case follows the word: "FR33" -> "FREE". What this changes in the public corpora, word by word, is in
    docs/robustness.md.
 
@@ -81,23 +82,25 @@ def normalize_text(text: str) -> str:
     return undo_leetspeak(text)
 
 
-# A word of 3 to 24 ASCII letters and digits that imitate letters, holding two letters and a digit (one letter
-# is a name or a quantity: "X11", "100k", "14B"), standing on its own: not inside
+# A word of 3 to 24 ASCII letters and digits that imitate letters, holding both, standing on its own: not inside
 # a longer run (hashes, base64) and not joined by a separator to more letters or digits, as in a file name, path,
 # address or version ("apg-1.2.13-fr1.i386.rpm", "ww3.example", "a/b3"). A word with 2, 6, 8 or 9 is a number
 # or a name ("win32", "covid19", "gr8") and does not match.
 _SEPARATOR = r"[-./_+=@\\:%&#~]"
 _LEET_WORD = regex.compile(
     rf"(?<![A-Za-z0-9]|[A-Za-z0-9]{_SEPARATOR})"
-    r"(?=[A-Za-z0-9]{0,23}[A-Za-z][A-Za-z0-9]{0,22}[A-Za-z])(?=[A-Za-z0-9]{0,23}[013457])[A-Za-z013457]{3,24}"
+    r"(?=[A-Za-z0-9]{0,23}[A-Za-z])(?=[A-Za-z0-9]{0,23}[013457])[A-Za-z013457]{3,24}"
     rf"(?![A-Za-z0-9]|{_SEPARATOR}[A-Za-z0-9/])"
 )
 # The shapes names, numbers and SMS spelling take: up to three letters and a final digit ("pop3", "MI5"), digits
-# and at most three letters ("5am", "1st", "10am", "4the"), two leading digits ("30min").
-# Such a word is undone only into one of the `COMMON_WORDS` most frequent known words: "4nd" -> "and",
-# "571ll" -> "still", "tha7" -> "that", but "pop3", "Set5", "5am" stay ("pope", "sets", "sam" are not among them).
-_AMBIGUOUS = regex.compile(r"[A-Za-z]{1,3}[013457]|[0-9]+[A-Za-z]{1,3}|[0-9]{2}.*")
+# and at most two letters ("5am", "1st", "10am"), texting's "4" for "for" before three letters ("4the"), two
+# leading digits ("30min"). Such a word is undone
+# only into one of the `COMMON_WORDS` most frequent known words: "4nd" -> "and", "571ll" -> "still", "tha7" ->
+# "that", but "pop3", "Set5", "5am" stay ("pope", "sets", "sam" are not among them). A word of one letter
+# ("X11", "100k", "7h3") only into one of the `VERY_COMMON_WORDS`: "7h3" -> "the", but not "xii" or "look".
+_AMBIGUOUS = regex.compile(r"[A-Za-z]{1,3}[013457]|[0-9]+[A-Za-z]{1,2}|4[A-Za-z]{3}|[0-9]{2}.*")
 COMMON_WORDS = 1000
+VERY_COMMON_WORDS = 100
 _AS_I = str.maketrans("013457", "oieast")
 _AS_L = str.maketrans("013457", "oleast")
 
@@ -110,13 +113,18 @@ def undo_leetspeak(text: str) -> str:
 
 def _unleet_word(match: regex.Match[str]) -> str:
     word = match.group()
-    ambiguous = _AMBIGUOUS.fullmatch(word) is not None
+    if sum(c.isalpha() for c in word) == 1:
+        limit = VERY_COMMON_WORDS
+    elif _AMBIGUOUS.fullmatch(word):
+        limit = COMMON_WORDS
+    else:
+        limit = len(_word_ranks())
     ranks = _word_ranks()
     lower = word.lower()
     for table in (_AS_I, _AS_L) if "1" in word else (_AS_I,):
-        candidate = lower.translate(table)
-        rank = ranks.get(candidate)
-        if rank is not None and (rank < COMMON_WORDS or not ambiguous):
+        rank = ranks.get(lower.translate(table), limit)
+        if rank < limit:
+            candidate = lower.translate(table)
             if all(c.isupper() for c in word if c.isalpha()):
                 return candidate.upper()
             return "".join(c if c.isalpha() else new for c, new in zip(word, candidate, strict=True))

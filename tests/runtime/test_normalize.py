@@ -92,7 +92,7 @@ def test_committed_lookalike_table_matches_the_confusables_data() -> None:
     ("disguised", "plain"),
     [
         ("fr33 m0n3y, C1ick h3r3 7oday! FR33 PR1Z3", "free money, Click here today! FREE PRIZE"),
-        ("4nd tha7 571ll", "and that still"),  # number-like shapes, into common words
+        ("4nd tha7 571ll 7h3", "and that still the"),  # number-like shapes, into common words
         ("(fr33) 'm0n3y' fr33.", "(free) 'money' free."),
         ("Clаim yоur fr33 priz3", "Claim your free prize"),  # look-alikes and digits in one word list
     ],
@@ -116,8 +116,8 @@ def test_digits_that_are_not_leetspeak_stay(text: str) -> None:
 
 def test_leetspeak_disguise_is_mostly_undone() -> None:
     """Leetspeak is not reversible (is "5" an "s" or a five?): of the words the disguise changes in the
-    committed messages, most come back; what stays is short words of one letter ("7h3"), names ("Ind1a") and
-    words that are not GPT-2 tokens."""
+    committed messages, most come back (84.5%); what stays is names ("Ind1a"), words that are not GPT-2 tokens
+    and number-shaped words outside the most frequent ("rul3", "u53")."""
     changed = undone = 0
     for index, message in enumerate([p.read_bytes() for p in MAILS] + SMS):
         disguised = apply("leetspeak", message, random.Random(f"7:leet:{index}"))
