@@ -94,10 +94,10 @@ _LEET_WORD = regex.compile(
 )
 # The shapes names, numbers and SMS spelling take: up to three letters and a final digit ("pop3", "MI5"), digits
 # and at most two letters ("5am", "1st", "10am"), texting's "4" for "for" before three letters ("4the"), two
-# leading digits ("30min"). Such a word is undone
-# only into one of the `COMMON_WORDS` most frequent known words: "4nd" -> "and", "571ll" -> "still", "tha7" ->
-# "that", but "pop3", "Set5", "5am" stay ("pope", "sets", "sam" are not among them). A word of one letter
-# ("X11", "100k", "7h3") only into one of the `VERY_COMMON_WORDS`: "7h3" -> "the", but not "xii" or "look".
+# leading digits ("30min"). Such a word is undone only into one of the `COMMON_WORDS` most frequent known words:
+# "4nd" -> "and", "571ll" -> "still", "tha7" -> "that", but "pop3", "Set5", "5am" stay ("pope", "sets", "sam" are
+# not among them). A word of one letter ("X11", "100k", "7h3") only into one of the `VERY_COMMON_WORDS`: "7h3" ->
+# "the", but not "xii" or "look".
 _AMBIGUOUS = regex.compile(r"[A-Za-z]{1,3}[013457]|[0-9]+[A-Za-z]{1,2}|4[A-Za-z]{3}|[0-9]{2}.*")
 COMMON_WORDS = 1000
 VERY_COMMON_WORDS = 100
@@ -113,18 +113,17 @@ def undo_leetspeak(text: str) -> str:
 
 def _unleet_word(match: regex.Match[str]) -> str:
     word = match.group()
+    ranks = _word_ranks()
     if sum(c.isalpha() for c in word) == 1:
         limit = VERY_COMMON_WORDS
     elif _AMBIGUOUS.fullmatch(word):
         limit = COMMON_WORDS
     else:
-        limit = len(_word_ranks())
-    ranks = _word_ranks()
+        limit = len(ranks)
     lower = word.lower()
     for table in (_AS_I, _AS_L) if "1" in word else (_AS_I,):
-        rank = ranks.get(lower.translate(table), limit)
-        if rank < limit:
-            candidate = lower.translate(table)
+        candidate = lower.translate(table)
+        if ranks.get(candidate, limit) < limit:
             if all(c.isupper() for c in word if c.isalpha()):
                 return candidate.upper()
             return "".join(c if c.isalpha() else new for c, new in zip(word, candidate, strict=True))
