@@ -4,6 +4,7 @@ on the mail test part of one fixed split, and the time a training run takes on b
 
     python benchmarks/cross_kind.py --out DIR [--seeds 1,2,3] [--sets sms,mail,both] [--max-fpr 0.01]
         [--layers 4 --width 256 --heads 4 --epochs 5 --lr 3e-4 --max-tokens 256] [--subset N] [--threads N]
+    python benchmarks/cross_kind.py --out DIR --merge A/cross_kind.json B/cross_kind.json   # runs of other days
 
 Offline. The data is the default data of `spamguard train` as the data sets folder holds it (`$SPAMGUARD_DATA`,
 e.g. ../shared/data: the SMS Spam Collection and the SpamAssassin sample, or the full corpus when downloaded):
@@ -223,7 +224,13 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--subset", type=int, default=None, help="at most N messages per kind and label (a check)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy machine)")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", default=None, metavar="JSON",
+        help="train nothing: one report from the runs of earlier cross_kind.json files (seeds run at other times)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
     sets = [name for name in args.sets.split(",") if name]
     if unknown := [name for name in sets if name not in SETS]:
         parser.error(f"unknown training set(s) {', '.join(unknown)}: use sms, mail, both")
@@ -352,6 +359,36 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     print("\n".join(lines))
     print(f"wrote {args.out / 'cross_kind.md'}, {args.out / 'cross_kind.json'} and {args.out / 'cross_kind.png'}")
+    return 0
+
+
+def merge(files: list[Path], out: Path) -> int:
+    """The table, checks and chart of the runs recorded in several cross_kind.json files, each file named with
+    its settings (they must agree on the model and split: a table of unlike runs would mean nothing)."""
+    runs: list[dict[str, Any]] = []
+    settings = ("split_seed", "max_fpr", "layers", "heads", "width", "epochs", "lr", "max_tokens", "subset")
+    first: dict[str, Any] | None = None
+    lines = ["# Cross-kind benchmark: SMS only, mail only, both (merged runs)", ""]
+    for path in files:
+        recorded = json.loads(path.read_text())
+        config = {key: recorded["config"].get(key) for key in settings}
+        if first is not None and config != first:
+            print(f"error: {path} was run with other settings ({config}) than {files[0]} ({first})")
+            return 1
+        first = first or config
+        seeds = sorted({(r["set"], r["seed"]) for r in recorded["runs"]})
+        described = ", ".join(f"{name} seed {seed}" for name, seed in seeds)
+        lines.append(f"- {path.parent.name}/{path.name}: {described}")
+        runs += recorded["runs"]
+    sets = [name for name in SETS if any(r["set"] == name for r in runs)]
+    lines += ["", f"Settings: {first}", "", *table(runs, sets), ""]
+    lines += ["Training time (runs of other times and machine loads: compare within one run):", *timing(runs), ""]
+    lines += ["Checks (issue 9, means over seeds):", *checks(runs), ""]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cross_kind.md").write_text("\n".join(lines))
+    plot(runs, sets, out / "cross_kind.png")
+    print("\n".join(lines))
+    print(f"wrote {out / 'cross_kind.md'} and {out / 'cross_kind.png'}")
     return 0
 
 
