@@ -20,10 +20,8 @@ from spamguard.paths import datasets_dir
 
 def main() -> int:
     data = datasets_dir()
-    sms = [line.partition("\t")[2] for line in (data / "sms_spam_collection" / "SMSSpamCollection").read_text(
-        encoding="utf-8").splitlines()]  # fmt: skip
-    labels = [line.partition("\t")[0] for line in (data / "sms_spam_collection" / "SMSSpamCollection").read_text(
-        encoding="utf-8").splitlines()]  # fmt: skip
+    lines = (data / "sms_spam_collection" / "SMSSpamCollection").read_text(encoding="utf-8").splitlines()
+    labels, sms = [line.partition("\t")[0] for line in lines], [line.partition("\t")[2] for line in lines]
     mails = sorted((data / "spamassassin_2003_part1").glob("*/*"))
     for kind, items in (("SMS", sms), ("mail", mails)):
         changed, reasons = 0, collections.Counter()

@@ -528,12 +528,17 @@ class Bundle:
         own = self.fields["thresholds"].get(kind)
         return own if own is not None else KindThreshold(self.threshold, self.unsure)
 
+    @property
+    def ham_scripts(self) -> Mapping[str, Mapping[str, int]]:
+        """Per kind, the training ham by main script; empty for a bundle from before the record."""
+        return self.fields["ham_scripts"]
+
     def unseen_script(self, kind: str, script: str | None) -> str | None:
         """Why a message of this kind written mainly in `script` must not get a verdict from its score, or None.
         A model has no idea what ham in a script looks like when it saw (almost) none: the offline models call
         every non-Latin SMS spam. Only for a kind whose training scripts the bundle records (older bundles, and
         kinds a model was not trained on, are scored as before)."""
-        counts = self.fields["ham_scripts"].get(kind)
+        counts = self.ham_scripts.get(kind)
         if counts is None or script is None:
             return None
         seen = counts.get(script, 0)

@@ -407,7 +407,7 @@ class Classifier:
     def script(self, tokens: Sequence[int]) -> str | None:
         """The main script (`normalize.main_script`) of what the model reads of a message: its tokens, decoded.
         None when the bundle does not ask (`Bundle.unseen_script`), which spares the decoding."""
-        if not self._bundle.fields["ham_scripts"]:
+        if not self._bundle.ham_scripts:
             return None
         return token_script(self._encoding, tokens)
 

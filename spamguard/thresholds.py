@@ -243,8 +243,14 @@ def choose_threshold(
         if n_ham == 0:
             raise ThresholdError("cannot choose a threshold by false-positive rate: the validation split has no ham")
         method, chosen = "max_fpr", threshold_for_fpr(y, s, max_fpr, new_ham=True)
-        promised = expected_new_fpr(y, s, chosen)
-        if 0 < max_fpr < promised:  # (0 asks for the strictest threshold, which no amount of ham can promise)
+    elif threshold is not None:
+        method, chosen = "threshold", float(threshold)
+    else:
+        method, chosen = "default", DEFAULT_THRESHOLD
+    # the split-conformal bound for ham not seen in training or validation (`metrics.expected_new_fpr`)
+    promised = expected_new_fpr(y, s, chosen) if n_ham else None
+    if max_fpr is not None:
+        if promised is not None and 0 < max_fpr < promised:  # (0 asks for the strictest threshold: no promise)
             warnings.append(
                 f"the validation split has {n_ham} ham: even above every one of them, a new ham message has a "
                 f"{promised:.2g} chance to score higher, above the target {max_fpr:g}; the threshold is the "
@@ -253,10 +259,6 @@ def choose_threshold(
             )
         if chosen > 1.0:
             warnings.append("a validation ham scores 1.0: no threshold meets the target, this model flags nothing")
-    elif threshold is not None:
-        method, chosen = "threshold", float(threshold)
-    else:
-        method, chosen = "default", DEFAULT_THRESHOLD
     band = None
     if unsure is not None:
         low, high = check_unsure(*unsure)
@@ -277,8 +279,7 @@ def choose_threshold(
         "n_ham": n_ham,
         "n_spam": n_spam,
         "fpr_step": 1 / n_ham if n_ham else None,
-        # the split-conformal bound for ham not seen in training or validation (`metrics.expected_new_fpr`)
-        "expected_new_fpr": expected_new_fpr(y, s, chosen) if n_ham else None,
+        "expected_new_fpr": promised,
         **_figures(y, s, chosen),
         "unsure": None,
         "warnings": warnings,
