@@ -370,8 +370,14 @@ def merge(files: list[Path], out: Path) -> int:
     first: dict[str, Any] | None = None
     lines = ["# Cross-kind benchmark: SMS only, mail only, both (merged runs)", ""]
     for path in files:
-        recorded = json.loads(path.read_text())
-        config = {key: recorded["config"].get(key) for key in settings}
+        try:
+            recorded = json.loads(path.read_text())
+            config = {key: recorded["config"].get(key) for key in settings}
+            if not isinstance(recorded["runs"], list):
+                raise TypeError("'runs' is not a list")
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
+            print(f"error: {path} is not a cross_kind.json ({type(exc).__name__}: {exc})")
+            return 1
         if first is not None and config != first:
             print(f"error: {path} was run with other settings ({config}) than {files[0]} ({first})")
             return 1
