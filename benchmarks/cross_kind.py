@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from spamguard.bundle import load_bundle
 from spamguard.classifier import Classifier
 from spamguard.datasets import LABEL_NAMES, Example
 from spamguard.mail_sources import read_labelled
@@ -46,6 +47,7 @@ from spamguard.message_text import KINDS
 from spamguard.metrics import binary_metrics, threshold_for_fpr
 from spamguard.thresholds import ThresholdOptions, threshold_rule
 from spamguard.training.data import Splits
+from spamguard.training.defaults import LR_SCHEDULES
 from spamguard.training.imbalance import stratified_splits
 from spamguard.training.pipeline import Job, model_files, run
 from spamguard.training.public_data import bpe_files, sms_collection, spamassassin
@@ -221,6 +223,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant", help="as spamguard train's")
+    parser.add_argument("--max-grad-norm", type=float, default=None, help="as spamguard train's; default: none")
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--subset", type=int, default=None, help="at most N messages per kind and label (a check)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy machine)")
@@ -278,7 +282,14 @@ def main() -> int:
             name=f"cross-{name}-{seed}",
             install=False,
             threads=args.threads,
-            recipe=TrainSettings(trainable="all", epochs=args.epochs, lr=args.lr, seed=seed),
+            recipe=TrainSettings(
+                trainable="all",
+                epochs=args.epochs,
+                lr=args.lr,
+                lr_schedule=args.lr_schedule,
+                max_grad_norm=args.max_grad_norm,
+                seed=seed,
+            ),
         )
         train_splits = restrict(splits, SETS[name])
         print(
@@ -307,6 +318,8 @@ def main() -> int:
                 # every score, in the split's order: another threshold rule can be applied without retraining
                 "scores": {part: scored[part].tolist() for part in ("validation", "test")},
                 "thresholds": scored["thresholds"],
+                # the epochs as validation saw them: whether a run converged, or fell back and was rescued
+                "history": load_bundle(report.bundle).manifest["training"]["history"],
             }
         )
         args.out.mkdir(parents=True, exist_ok=True)  # after every run, so a stopped job keeps what it measured
@@ -323,6 +336,7 @@ def main() -> int:
 
     command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
     counts = splits.counts_by_kind()
+    clipped = f", gradients clipped to norm {args.max_grad_norm:g}" if args.max_grad_norm else ""
     lines = [
         "# Cross-kind benchmark: SMS only, mail only, both",
         "",
@@ -330,7 +344,8 @@ def main() -> int:
         f"threads): `{command}`",
         "",
         f"Model: GPT-2 architecture {args.layers} layers x {args.width} ({args.heads} heads), random initialisation, "
-        f"every layer trained, {args.epochs} epochs, lr {args.lr:g}, max tokens {args.max_tokens}, seeds "
+        f"every layer trained, {args.epochs} epochs, lr {args.lr:g} ({args.lr_schedule}{clipped}), max tokens "
+        f"{args.max_tokens}, seeds "
         f"{', '.join(map(str, seeds))}; each kind's threshold chosen for FPR ≤ {args.max_fpr:g} on its validation "
         f"part; scored through the runtime ({runs[0]['precision'] if runs else '-'}).",
         "",
@@ -362,17 +377,24 @@ def main() -> int:
     return 0
 
 
+OLDER_RUNS = {"lr_schedule": "constant", "max_grad_norm": None}
+
+
 def merge(files: list[Path], out: Path) -> int:
     """The table, checks and chart of the runs recorded in several cross_kind.json files, each file named with
     its settings (they must agree on the model and split: a table of unlike runs would mean nothing)."""
     runs: list[dict[str, Any]] = []
-    settings = ("split_seed", "max_fpr", "layers", "heads", "width", "epochs", "lr", "max_tokens", "subset")
+    settings = (
+        "split_seed", "max_fpr", "layers", "heads", "width", "epochs", "lr", "lr_schedule", "max_grad_norm",
+        "max_tokens", "subset",
+    )  # fmt: skip
     first: dict[str, Any] | None = None
     lines = ["# Cross-kind benchmark: SMS only, mail only, both (merged runs)", ""]
     for path in files:
         try:
             recorded = json.loads(path.read_text())
-            config = {key: recorded["config"].get(key) for key in settings}
+            # files written before the schedule options were trained at a constant rate without clipping
+            config = {key: recorded["config"].get(key, OLDER_RUNS.get(key)) for key in settings}
             if not isinstance(recorded["runs"], list):
                 raise TypeError("'runs' is not a list")
         except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:

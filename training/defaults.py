@@ -16,3 +16,11 @@ DEFAULT_BATCH_SIZE = 8
 DEFAULT_LR = 5e-5
 DEFAULT_WEIGHT_DECAY = 0.1
 DEFAULT_SEED = 123
+
+# --lr-schedule: "constant" is the book's recipe above (AdamW at one rate throughout). "cosine" warms up linearly
+# over the first WARMUP_SHARE of the steps and then decays along a cosine to zero at the last step, as GPT-2 and
+# most transformer training since are run: at the offline configuration's lr 3e-4 from random weights a constant
+# rate let a run fall back in its last epoch (docs/training.md, "Learning-rate schedule").
+LR_SCHEDULES = ("constant", "cosine")
+DEFAULT_LR_SCHEDULE = "constant"
+WARMUP_SHARE = 0.05

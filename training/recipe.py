@@ -8,6 +8,7 @@ and evaluation, so the cache changes how fast the numbers come, never which numb
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,9 +27,12 @@ from spamguard.training.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_LR,
+    DEFAULT_LR_SCHEDULE,
     DEFAULT_SEED,
     DEFAULT_TRAINABLE,
     DEFAULT_WEIGHT_DECAY,
+    LR_SCHEDULES,
+    WARMUP_SHARE,
 )
 from spamguard.training.errors import TrainingError
 from spamguard.training.gpt2 import GPT2Classifier
@@ -44,6 +48,8 @@ class TrainSettings:
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     seed: int = DEFAULT_SEED  # torch (head initialisation) and the data order of every epoch
     prefix_precision: str = "auto"  # of the frozen prefix pass: auto (see prefix_precision.py) | fp32 | bf16
+    lr_schedule: str = DEFAULT_LR_SCHEDULE  # constant | cosine (warm-up, then cosine decay to zero)
+    max_grad_norm: float | None = None  # clip the trainable gradients' global norm to this; None: no clipping
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -269,6 +275,26 @@ def adamw(params: list[torch.nn.Parameter], settings: TrainSettings) -> torch.op
         return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
+def lr_factor(schedule: str, steps: int) -> Callable[[int], float]:
+    """The multiplier of the learning rate at each optimizer step (0-based), for `torch.optim.lr_scheduler.LambdaLR`.
+    Cosine: a linear warm-up over the first `WARMUP_SHARE` of the steps (Adam's early moment estimates are noisy,
+    and a randomly initialised transformer takes large first steps badly), then half a cosine that falls to zero by
+    the last step, so the last epoch refines the weights instead of moving them as far as the first did."""
+    if schedule not in LR_SCHEDULES:
+        raise TrainingError(f"unknown learning-rate schedule {schedule!r}: use one of {', '.join(LR_SCHEDULES)}")
+    if schedule == "constant":
+        return lambda _step: 1.0
+    warmup = max(1, round(WARMUP_SHARE * steps))
+
+    def cosine(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return cosine
+
+
 def train(
     model: GPT2Classifier,
     train_data: Data,
@@ -279,12 +305,17 @@ def train(
     log: Callable[[str], None] = print,
     progress: Callable[..., Iterable] = progress_bar,
 ) -> TrainResult:
-    """AdamW over the trainable parameters for `settings.epochs` epochs, shuffled with the seed; validation
+    """AdamW over the trainable parameters for `settings.epochs` epochs, shuffled with the seed, at the rate
+    `settings.lr_schedule` gives each step (gradients clipped to `settings.max_grad_norm` when set); validation
     after every epoch; the best epoch (validation accuracy, then loss) is restored into `model` at the end."""
     if settings.epochs < 1 or settings.batch_size < 1:
         raise TrainingError("--epochs and --batch-size must be at least 1")
+    if settings.max_grad_norm is not None and settings.max_grad_norm <= 0:
+        raise TrainingError("--max-grad-norm must be above 0")
     params = freeze_for(model, trainable)
     optimizer = adamw(params, settings)
+    steps = settings.epochs * math.ceil(len(train_data) / settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings.lr_schedule, steps))
     rng = np.random.default_rng(settings.seed)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     history: list[EpochStats] = []
@@ -307,7 +338,10 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss, logits = calc_loss_batch(model, batch)
             loss.backward()
+            if settings.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
+            scheduler.step()
             losses.append(loss.item())
             correct += int((logits.argmax(-1) == batch.labels).sum())
             seen += len(indices)

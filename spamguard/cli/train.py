@@ -12,10 +12,13 @@ from spamguard.training.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_LR,
+    DEFAULT_LR_SCHEDULE,
     DEFAULT_MAX_TOKENS,
     DEFAULT_SEED,
     DEFAULT_TRAINABLE,
     DEFAULT_WEIGHT_DECAY,
+    LR_SCHEDULES,
+    WARMUP_SHARE,
 )
 
 
@@ -101,6 +104,18 @@ class TrainableType(click.ParamType):
     help=f"AdamW learning rate (weight decay {DEFAULT_WEIGHT_DECAY:g}).",
 )
 @click.option(
+    "--lr-schedule",
+    type=click.Choice(LR_SCHEDULES),
+    default=DEFAULT_LR_SCHEDULE,
+    show_default=True,
+    help=f"constant, or a linear warm-up over {WARMUP_SHARE:.0%} of the steps and a cosine decay to zero.",
+)
+@click.option(
+    "--max-grad-norm",
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Clip the gradients' global norm to this (1.0 is usual from random weights); default: no clipping.",
+)
+@click.option(
     "--max-tokens",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_TOKENS,
@@ -145,6 +160,8 @@ def train(
     epochs: int,
     batch_size: int,
     lr: float,
+    lr_schedule: str,
+    max_grad_norm: float | None,
     max_tokens: int,
     seed: int,
     prefix_precision: str,
@@ -183,6 +200,8 @@ def train(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            lr_schedule=lr_schedule,
+            max_grad_norm=max_grad_norm,
             seed=seed,
             prefix_precision=prefix_precision,
         ),

@@ -1,9 +1,11 @@
 """The recipe's parts: what `--trainable` unfreezes, the book's fixed padding, evaluation order, best-epoch
-restore, checkpoints."""
+restore, the learning-rate schedule and gradient clipping, checkpoints."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from spamguard.training.recipe import (
     evaluate,
     freeze_for,
     logits_of,
+    lr_factor,
     parse_trainable,
     save_checkpoint,
     train,
@@ -102,3 +105,39 @@ def test_checkpoint_is_safetensors_with_config(model: GPT2Classifier, tmp_path: 
         meta = f.metadata()
         assert torch.equal(f.get_tensor("head.weight"), model.head.weight.detach())
     assert json.loads(meta["config"]) == CONFIG.to_dict() and json.loads(meta["seed"]) == 1
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
+    factor = lr_factor("cosine", 200)  # warm-up: 5% of 200 steps
+    rates = [factor(step) for step in range(200)]
+    assert rates[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert rates[10] == pytest.approx(1.0) and rates[-1] < 1e-3
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    assert {lr_factor("constant", 200)(step) for step in range(200)} == {1.0}
+    with pytest.raises(TrainingError, match="unknown learning-rate schedule 'linear'"):
+        lr_factor("linear", 200)
+
+
+def _weights_moved(settings: TrainSettings) -> float:
+    """The largest change of a trained weight after `train` with these settings, from one initialisation."""
+    torch.manual_seed(0)
+    model = GPT2Classifier(CONFIG)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rng = np.random.default_rng(3)
+    tokens = [rng.integers(0, 50256, int(n)).tolist() for n in rng.integers(1, 20, 16)]
+    data = TokenData(tokens, rng.integers(0, 2, 16))
+    train(model, data, data, settings, parse_trainable("last-block", 3), log=lambda _line: None)
+    return max(float((p.detach() - before[n]).abs().max()) for n, p in model.named_parameters())
+
+
+def test_gradient_clipping_and_schedule_reach_the_optimizer() -> None:
+    """Adam's step hardly depends on the gradient's scale, until the gradient falls below its epsilon: clipped
+    to a norm of 1e-12, the weights move by weight decay alone, orders of magnitude less than unclipped."""
+    base = TrainSettings(trainable="last-block", epochs=1, batch_size=4, lr=1e-2, weight_decay=0.0, seed=0)
+    free = _weights_moved(base)
+    assert free > 1e-3
+    assert _weights_moved(replace(base, max_grad_norm=1e-12)) < free / 100
+    # a one-epoch cosine run takes smaller steps than a constant one at the same peak rate
+    assert _weights_moved(replace(base, lr_schedule="cosine")) < free
+    with pytest.raises(TrainingError, match="--max-grad-norm must be above 0"):
+        _weights_moved(replace(base, max_grad_norm=0.0))
