@@ -46,6 +46,13 @@ from spamguard.paths import datasets_dir  # noqa: E402
 from accuracy.classical import Bogofilter, sklearn_methods  # noqa: E402
 
 PLAIN = "plain"
+NORMALIZED = "spamguard, normalized"
+# --variants: the row label, whether the model reads normalized text, whether it trains on leetspeak copies too
+VARIANTS = {
+    "v1": ("spamguard, text v1 (no normalization)", False, False),
+    "normalized": (NORMALIZED, True, False),
+    "leet-copies": ("spamguard, normalized + leetspeak copies", True, True),
+}
 
 
 @dataclass
@@ -91,7 +98,9 @@ def texts(examples: list[Example], normalize: bool) -> list[Example]:
     return [Example(message_text(raw_of(e), normalize=normalize), e.label, e.source, e.kind) for e in examples]
 
 
-def train_spamguard(train: list[Example], validation: list[Example], args: argparse.Namespace, work: Path) -> object:
+def train_spamguard(
+    train: list[Example], validation: list[Example], args: argparse.Namespace, work: Path, augment: float = 0.0
+) -> object:
     from spamguard import Classifier
     from spamguard.training.data import Splits
     from spamguard.training.pipeline import Job, run
@@ -110,7 +119,9 @@ def train_spamguard(train: list[Example], validation: list[Example], args: argpa
         name="robustness-benchmark",
         install=False,
         threads=args.threads,
-        recipe=replace(TrainSettings(), trainable="all", epochs=args.epochs, lr=3e-4, seed=args.seed),
+        recipe=replace(
+            TrainSettings(), trainable="all", epochs=args.epochs, lr=3e-4, seed=args.seed, augment_leetspeak=augment
+        ),
     )
     from spamguard.thresholds import kind_options, threshold_rule
 
@@ -156,7 +167,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-fpr", action="append", default=[], help="as spamguard train --max-fpr (repeatable)")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"spamguard models to train, of {', '.join(VARIANTS)}"
+    )
+    parser.add_argument(
+        "--augment-leetspeak", type=float, default=0.5, help="the leet-copies model's share (as spamguard train's)"
+    )
     args = parser.parse_args()
+    if unknown := set(args.variants.split(",")) - set(VARIANTS):
+        parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}: use {', '.join(VARIANTS)}")
     args.data = args.data or datasets_dir()
     began = time.perf_counter()
     parts = load_parts(args.data, args.split_seed, args.limit)
@@ -169,10 +188,12 @@ def main() -> int:
     results = Results()
     try:
         methods: dict[str, tuple[object, bool]] = {}  # name -> (model, normalize)
-        for label, normalize in (("spamguard, text v1 (no normalization)", False), ("spamguard, normalized", True)):
+        for variant in args.variants.split(","):
+            label, normalize, copies = VARIANTS[variant]
             print(f"training {label}", flush=True)
-            folder = work / f"text-v{2 if normalize else 1}"
-            model = train_spamguard(texts(train, normalize), texts(validation, normalize), args, folder)
+            share = args.augment_leetspeak if copies else 0.0
+            folder = work / variant
+            model = train_spamguard(texts(train, normalize), texts(validation, normalize), args, folder, share)
             methods[label] = (model, normalize)
         baselines: list[object] = []
         if not args.no_baselines:
@@ -215,12 +236,13 @@ def main() -> int:
             values = np.asarray(model.score_texts([message_text(t, normalize=normalize) for t in NON_LATIN_HAM]))  # type: ignore[attr-defined]
             threshold = model.bundle.threshold_for(SMS)  # type: ignore[attr-defined]
             results.fpr[(label, "non-Latin SMS", PLAIN)] = float((values >= threshold).mean())
-        served, _normalize = methods["spamguard, normalized"]
-        verdicts = served.classify_texts(list(NON_LATIN_HAM), SMS)  # type: ignore[attr-defined]
-        results.fpr[("spamguard, normalized, as served (script guard)", "non-Latin SMS", PLAIN)] = float(
-            np.mean([v.label == "spam" for v in verdicts])
-        )
-        results.unsure_non_latin = sum(v.label == "unsure" for v in verdicts)
+        if NORMALIZED in methods:
+            served, _normalize = methods[NORMALIZED]
+            verdicts = served.classify_texts(list(NON_LATIN_HAM), SMS)  # type: ignore[attr-defined]
+            results.fpr[(f"{NORMALIZED}, as served (script guard)", "non-Latin SMS", PLAIN)] = float(
+                np.mean([v.label == "spam" for v in verdicts])
+            )
+            results.unsure_non_latin = sum(v.label == "unsure" for v in verdicts)
         for method in baselines:
             values = score_baseline(method, list(NON_LATIN_HAM), [HAM] * len(NON_LATIN_HAM), work)
             results.fpr[(method.name, "non-Latin SMS", PLAIN)] = float((values >= method.default_threshold).mean())  # type: ignore[attr-defined]
@@ -258,6 +280,11 @@ def markdown(results: Results, names: list[str], args: argparse.Namespace, secon
         f"seed {args.seed}, split seed {args.split_seed}, spamguard {args.n_layer}x{args.n_embd} random weights, "
         f"{args.epochs} epochs, max tokens {args.max_tokens}"
         + (f", at most {args.limit} messages per kind" if args.limit else "")
+        + (
+            f", leetspeak copies of {args.augment_leetspeak:g} of the training messages"
+            if "leet-copies" in args.variants.split(",")
+            else ""
+        )
         + f"; {seconds / 60:.0f} min"
     )
     lines = [f"Recall % on the disguised spam of the test parts, at each model's own threshold ({setting})", ""]

@@ -101,8 +101,11 @@ _LEET_WORD = regex.compile(
 _AMBIGUOUS = regex.compile(r"[A-Za-z]{1,3}[013457]|[0-9]+[A-Za-z]{1,2}|4[A-Za-z]{3}|[0-9]{2}.*")
 COMMON_WORDS = 1000
 VERY_COMMON_WORDS = 100
-_AS_I = str.maketrans("013457", "oieast")
-_AS_L = str.maketrans("013457", "oleast")
+# The digits leetspeak writes for letters ("1" for "i" or "l"): the one table that undoing it here and imitating it
+# in training (`spamguard.training.augment`) both read.
+LEET_DIGITS = {"0": "o", "1": "il", "3": "e", "4": "a", "5": "s", "7": "t"}
+_AS_I = str.maketrans({digit: letters[0] for digit, letters in LEET_DIGITS.items()})
+_AS_L = str.maketrans({digit: letters[-1] for digit, letters in LEET_DIGITS.items()})
 
 
 def undo_leetspeak(text: str) -> str:

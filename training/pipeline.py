@@ -28,6 +28,7 @@ from spamguard.errors import BundleError, TokenizerError
 from spamguard.message_text import TEXT_VERSION
 from spamguard.paths import models_dir
 from spamguard.tokenizer import encode, load_encoding
+from spamguard.training.augment import leetspeak_copies
 from spamguard.training.curves import plot_curves
 from spamguard.training.data import Example, Splits
 from spamguard.training.defaults import DEFAULT_MAX_TOKENS
@@ -299,6 +300,15 @@ def run(
     log(_describe_tokens(np.array([len(encoding.encode_ordinary(e.text)) for e in everything]), job.max_tokens))
     weights = class_weights(splits.train)
     log(f"imbalance: loss weights per kind and label from the training split: {describe_weights(weights)}")
+    train_examples, train_part = list(splits.train), parts["train"]
+    if recipe.augment_leetspeak:
+        copies = leetspeak_copies(splits.train, recipe.augment_leetspeak, recipe.seed)
+        train_examples += copies
+        train_part = tokenize(train_examples, encoding, job.max_tokens)
+        log(
+            f"augmentation: {len(copies)} leetspeak copies of the {len(splits.train)} training messages "
+            f"(share {recipe.augment_leetspeak:g})"
+        )
     seconds["model_and_tokens"] = time.perf_counter() - t0
 
     with tempfile.TemporaryDirectory(prefix="spamguard-train-", dir=job.work_dir) as scratch:
@@ -306,11 +316,11 @@ def run(
         train_data, val_data, cache_info = prepare_data(
             model,
             trainable,
-            parts["train"],
+            train_part,
             parts["validation"],
             job,
             log,
-            weights=(example_weights(splits.train, weights), example_weights(splits.validation, weights)),
+            weights=(example_weights(train_examples, weights), example_weights(splits.validation, weights)),
         )
         seconds["prefix_cache"] = cache_info.get("seconds", 0.0)
         try:

@@ -50,6 +50,7 @@ class TrainSettings:
     prefix_precision: str = "auto"  # of the frozen prefix pass: auto (see prefix_precision.py) | fp32 | bf16
     lr_schedule: str = DEFAULT_LR_SCHEDULE  # constant | cosine (warm-up, then cosine decay to zero)
     max_grad_norm: float | None = None  # clip the trainable gradients' global norm to this; None: no clipping
+    augment_leetspeak: float = 0.0  # share of training messages that also train as a leetspeak copy (augment.py)
 
     def to_dict(self) -> dict:
         return asdict(self)

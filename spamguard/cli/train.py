@@ -116,6 +116,14 @@ class TrainableType(click.ParamType):
     help="Clip the gradients' global norm to this (1.0 is usual from random weights); default: no clipping.",
 )
 @click.option(
+    "--augment-leetspeak",
+    type=click.FloatRange(min=0.0, max=1.0),
+    default=0.0,
+    show_default=True,
+    metavar="SHARE",
+    help="Also train on a leetspeak copy (letters as digits) of this share of the training messages.",
+)
+@click.option(
     "--max-tokens",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_TOKENS,
@@ -162,6 +170,7 @@ def train(
     lr: float,
     lr_schedule: str,
     max_grad_norm: float | None,
+    augment_leetspeak: float,
     max_tokens: int,
     seed: int,
     prefix_precision: str,
@@ -202,6 +211,7 @@ def train(
             lr=lr,
             lr_schedule=lr_schedule,
             max_grad_norm=max_grad_norm,
+            augment_leetspeak=augment_leetspeak,
             seed=seed,
             prefix_precision=prefix_precision,
         ),
