@@ -329,11 +329,12 @@ def test_train_on_both_kinds_with_a_threshold_per_kind(tmp_path: Path, one_threa
         *("--data", str(sms), "--ham", str(ham), "--spam", str(spam)),
         *("--max-fpr", "mail=0", "--threshold", "sms=0.6", "--unsure", "sms=0.4,0.9"),
         *("--epochs", "1", "--max-tokens", "32", "--threads", "1", "--lr", "1e-3", "--out", str(out), "--no-install"),
-        *("--lr-schedule", "cosine", "--max-grad-norm", "1"),
+        *("--lr-schedule", "cosine", "--max-grad-norm", "1", "--augment-leetspeak", "0.5"),
     )
     assert result.exit_code == 0, result.output + result.stderr
     m = load_bundle(out).manifest
     assert (m["training"]["lr_schedule"], m["training"]["max_grad_norm"]) == ("cosine", 1.0)
+    assert m["training"]["augment_leetspeak"] == 0.5 and "leetspeak copies of the" in result.output
     splits, _ = read_splits(Sources(data=sms, ham=(ham,), spam=(spam,)), 123, log=lambda _: None)
     assert m["training"]["split_by_kind"] == splits.counts_by_kind() and list(splits.counts_by_kind()) == [
         "mail",
