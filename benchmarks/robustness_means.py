@@ -1,0 +1,88 @@
+"""Means over seeds of `bench_robustness.py` runs: one results.md per seed in, the two tables of means out.
+
+    python benchmarks/robustness_means.py RUN1/results.md RUN2/results.md ... [--out means.md]
+
+One training per seed says little when a mail test part holds 50 spam (one message is 2 points): the target
+(recall within 2 points of plain under every disguise, FPR not rising) is read on the means. Rows are matched by
+method and kind; a row missing from a run is left out of the means (and named)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+Table = dict[tuple[str, str], dict[str, float]]  # (method, kind) -> disguise -> percent
+
+
+def read_tables(path: Path) -> tuple[list[str], Table, Table]:
+    """The recall and FPR tables of one results.md, as written by `bench_robustness.markdown`."""
+    tables: list[Table] = []
+    names: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| method | kind |"):
+            names = [c for c in cells[2:] if c != "largest drop (points)"]
+            tables.append({})
+        elif line.startswith("| ") and tables and not line.startswith("|---"):
+            tables[-1][(cells[0], cells[1])] = {
+                name: float(value) for name, value in zip(names, cells[2:], strict=False) if value != "n/a"
+            }
+    if len(tables) != 2:
+        raise ValueError(f"{path}: expected a recall and an FPR table, found {len(tables)}")
+    return names, tables[0], tables[1]
+
+
+def means(tables: list[Table]) -> tuple[Table, list[tuple[str, str]]]:
+    rows = list(dict.fromkeys(row for table in tables for row in table))
+    complete = [row for row in rows if all(row in table for table in tables)]
+    result: Table = defaultdict(dict)
+    for row in complete:
+        for name in tables[0][row]:
+            result[row][name] = statistics.fmean(table[row][name] for table in tables)
+    return result, [row for row in rows if row not in complete]
+
+
+def render(names: list[str], recall: Table, fpr: Table, runs: int) -> str:
+    lines = [f"Means of {runs} seeds, recall % on disguised spam (largest drop from plain, in points)", ""]
+    header = "| method | kind | " + " | ".join(names) + " | largest drop |"
+    lines += [header, "|" + "---|" * (len(names) + 3)]
+    for (method, kind), values in recall.items():
+        cells = [f"{values[n]:.1f}" if n in values else "n/a" for n in names]
+        drop = max(values["plain"] - v for v in values.values())
+        lines.append(f"| {method} | {kind} | " + " | ".join(cells) + f" | {drop:.1f} |")
+    lines += ["", f"Means of {runs} seeds, FPR % on disguised ham (largest rise from plain, in points)", ""]
+    header = "| method | kind | " + " | ".join(names) + " | largest rise |"
+    lines += [header, "|" + "---|" * (len(names) + 3)]
+    for (method, kind), values in fpr.items():
+        cells = [f"{values[n]:.1f}" if n in values else "n/a" for n in names]
+        rise = max(v - values["plain"] for v in values.values())
+        lines.append(f"| {method} | {kind} | " + " | ".join(cells) + f" | {rise:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, nargs="+", help="results.md of each run")
+    parser.add_argument("--out", type=Path, default=None, help="also write the tables here")
+    args = parser.parse_args()
+    try:
+        read = [read_tables(path) for path in args.results]
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 1
+    recall, left_recall = means([r[1] for r in read])
+    fpr, left_fpr = means([r[2] for r in read])
+    text = render(read[0][0], recall, fpr, len(read))
+    if left := sorted(set(left_recall + left_fpr)):
+        text += "\nLeft out (not in every run): " + "; ".join(f"{m}, {k}" for m, k in left) + "\n"
+    print(text, end="")
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
