@@ -12,6 +12,7 @@ import argparse
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 Table = dict[tuple[str, str], dict[str, float]]  # (method, kind) -> disguise -> percent
@@ -27,9 +28,10 @@ def read_tables(path: Path) -> tuple[list[str], Table, Table]:
             names = [c for c in cells[2:] if c != "largest drop (points)"]
             tables.append({})
         elif line.startswith("| ") and tables and not line.startswith("|---"):
-            tables[-1][(cells[0], cells[1])] = {
-                name: float(value) for name, value in zip(names, cells[2:], strict=False) if value != "n/a"
-            }
+            row = {name: float(value) for name, value in zip(names, cells[2:], strict=False) if value != "n/a"}
+            if len(cells) < 3 or "plain" not in row:
+                raise ValueError(f"{path}: a row without its method, kind and plain figure: {line[:80]!r}")
+            tables[-1][(cells[0], cells[1])] = row
     if len(tables) != 2:
         raise ValueError(f"{path}: expected a recall and an FPR table, found {len(tables)}")
     return names, tables[0], tables[1]
@@ -46,21 +48,24 @@ def means(tables: list[Table]) -> tuple[Table, list[tuple[str, str]]]:
 
 
 def render(names: list[str], recall: Table, fpr: Table, runs: int) -> str:
-    lines = [f"Means of {runs} seeds, recall % on disguised spam (largest drop from plain, in points)", ""]
-    header = "| method | kind | " + " | ".join(names) + " | largest drop |"
-    lines += [header, "|" + "---|" * (len(names) + 3)]
-    for (method, kind), values in recall.items():
-        cells = [f"{values[n]:.1f}" if n in values else "n/a" for n in names]
-        drop = max(values["plain"] - v for v in values.values())
-        lines.append(f"| {method} | {kind} | " + " | ".join(cells) + f" | {drop:.1f} |")
-    lines += ["", f"Means of {runs} seeds, FPR % on disguised ham (largest rise from plain, in points)", ""]
-    header = "| method | kind | " + " | ".join(names) + " | largest rise |"
-    lines += [header, "|" + "---|" * (len(names) + 3)]
-    for (method, kind), values in fpr.items():
-        cells = [f"{values[n]:.1f}" if n in values else "n/a" for n in names]
-        rise = max(v - values["plain"] for v in values.values())
-        lines.append(f"| {method} | {kind} | " + " | ".join(cells) + f" | {rise:.1f} |")
-    return "\n".join(lines) + "\n"
+    """The two tables of means; each row ends with how far the worst disguise moved it from plain: recall's
+    largest drop, the FPR's largest rise (the two figures the target is stated in)."""
+    lines = _table(f"Means of {runs} seeds, recall % on disguised spam (largest drop from plain, in points)",
+                   "largest drop", names, recall, lambda plain, v: plain - v)  # fmt: skip
+    lines += _table(f"Means of {runs} seeds, FPR % on disguised ham (largest rise from plain, in points)",
+                    "largest rise", names, fpr, lambda plain, v: v - plain)  # fmt: skip
+    return "\n".join(lines[1:]) + "\n"
+
+
+def _table(
+    title: str, last: str, names: list[str], values: Table, moved_by: Callable[[float, float], float]
+) -> list[str]:
+    lines = ["", title, "", "| method | kind | " + " | ".join(names) + f" | {last} |", "|" + "---|" * (len(names) + 3)]
+    for (method, kind), row in values.items():
+        cells = [f"{row[n]:.1f}" if n in row else "n/a" for n in names]
+        moved = max(moved_by(row["plain"], v) for v in row.values())
+        lines.append(f"| {method} | {kind} | " + " | ".join(cells) + f" | {moved:.1f} |")
+    return lines
 
 
 def main() -> int:

@@ -37,14 +37,18 @@ def leetspeak_copies(examples: Sequence[Example], share: float, seed: int) -> li
     for example in examples:
         if rng.random() >= share:
             continue
-        rate = rng.uniform(MIN_RATE, MAX_RATE)
-
-        def disguise(match: re.Match[str], rate: float = rate) -> str:
-            return "".join(
-                _DIGIT_FOR[c.lower()] if c.lower() in _DIGIT_FOR and rng.random() < rate else c for c in match.group()
-            )
-
-        text = normalize_text(_WORD.sub(disguise, example.text))
+        text = normalize_text(_as_digits(example.text, rng.uniform(MIN_RATE, MAX_RATE), rng))
         if text != example.text:
             copies.append(Example(text, example.label, example.source, example.kind))
     return copies
+
+
+def _as_digits(text: str, rate: float, rng: random.Random) -> str:
+    """`text` with each letter that has a digit, in words of 3+ letters, written as that digit at `rate`."""
+
+    def disguise(match: re.Match[str]) -> str:
+        return "".join(
+            _DIGIT_FOR[c.lower()] if c.lower() in _DIGIT_FOR and rng.random() < rate else c for c in match.group()
+        )
+
+    return _WORD.sub(disguise, text)

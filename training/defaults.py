@@ -20,7 +20,7 @@ DEFAULT_SEED = 123
 # --lr-schedule: "constant" is the book's recipe above (AdamW at one rate throughout). "cosine" warms up linearly
 # over the first WARMUP_SHARE of the steps and then decays along a cosine to zero at the last step, as GPT-2 and
 # most transformer training since are run: at the offline configuration's lr 3e-4 from random weights a constant
-# rate let a run fall back in its last epoch (docs/training.md, "Learning-rate schedule").
+# rate let a run fall back in its last epoch (docs/training.md, "Options").
 LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_LR_SCHEDULE = "constant"
 WARMUP_SHARE = 0.05

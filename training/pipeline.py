@@ -304,7 +304,12 @@ def run(
     if recipe.augment_leetspeak:
         copies = leetspeak_copies(splits.train, recipe.augment_leetspeak, recipe.seed)
         train_examples += copies
-        train_part = tokenize(train_examples, encoding, job.max_tokens)
+        tokenized = tokenize(copies, encoding, job.max_tokens)  # the originals are tokenized already
+        train_part = Split(
+            train_part.token_lists + tokenized.token_lists,
+            np.concatenate([train_part.labels, tokenized.labels]),
+            np.concatenate([train_part.kinds, tokenized.kinds]),
+        )
         log(
             f"augmentation: {len(copies)} leetspeak copies of the {len(splits.train)} training messages "
             f"(share {recipe.augment_leetspeak:g})"

@@ -41,3 +41,14 @@ def test_a_file_without_the_tables_is_one_error_line(
     monkeypatch.setattr(sys, "argv", ["robustness_means.py", str(tmp_path / "x.md")])
     assert robustness_means.main() == 1
     assert capsys.readouterr().out == f"error: {tmp_path / 'x.md'}: expected a recall and an FPR table, found 0\n"
+
+
+def test_a_row_without_its_figures_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "x.md").write_text(RUN.format(recall=94.0, leet=90.0, fpr=2.0) + "| spamguard |\n")
+    monkeypatch.setattr(sys, "argv", ["robustness_means.py", str(tmp_path / "x.md")])
+    assert robustness_means.main() == 1
+    assert capsys.readouterr().out == (
+        f"error: {tmp_path / 'x.md'}: a row without its method, kind and plain figure: '| spamguard |'\n"
+    )
