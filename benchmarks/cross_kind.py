@@ -43,6 +43,7 @@ import numpy as np
 from spamguard.bundle import load_bundle
 from spamguard.classifier import Classifier
 from spamguard.datasets import LABEL_NAMES, Example
+from spamguard.errors import SpamguardError
 from spamguard.mail_sources import read_labelled
 from spamguard.message_text import KINDS
 from spamguard.metrics import binary_metrics, threshold_for_fpr
@@ -134,10 +135,12 @@ def matched_table(runs: list[dict[str, Any]], sets: list[str], splits: Splits) -
     threshold (with 123 mail validation ham, a 0.5% target means above the highest one)."""
     header = "| trained on | tested on | " + " | ".join(f"recall % with {k} test ham above" for k in MATCHED_HAM)
     lines = [header + " |", "|" + "---|" * (len(MATCHED_HAM) + 2)]
+    parts = {}  # kind -> (its positions in the test part, their labels)
+    for kind in KINDS:
+        index = [i for i, e in enumerate(splits.test) if e.kind == kind]
+        parts[kind] = (index, np.array([splits.test[i].label for i in index]))
     for name in sets:
-        for kind in KINDS:
-            index = [i for i, e in enumerate(splits.test) if e.kind == kind]
-            labels = np.array([splits.test[i].label for i in index])
+        for kind, (index, labels) in parts.items():
             cells = []
             for k in MATCHED_HAM:
                 recalls = []
@@ -446,7 +449,17 @@ def merge(files: list[Path], out: Path) -> int:
         runs += recorded["runs"]
     sets = [name for name in SETS if any(r["set"] == name for r in runs)]
     lines += ["", f"Settings: {first}", "", *table(runs, sets), ""]
-    _examples, _reports, splits = load_split(first["split_seed"], first["subset"], log=lambda _line: None)
+    try:
+        _examples, _reports, splits = load_split(first["split_seed"], first["subset"], log=lambda _line: None)
+    except SpamguardError as exc:
+        print(f"error: the split the runs were tested on could not be rebuilt: {exc}")
+        return 1
+    if any(len(r["scores"]["test"]) != len(splits.test) for r in runs):
+        print(
+            f"error: the data sets folder's split has {len(splits.test)} test messages, not the runs' "
+            "(other data than the runs had): set SPAMGUARD_DATA to the copy they were run on"
+        )
+        return 1
     lines += ["Ranking at equal test FPR (the threshold set on test so that k test ham pass; not an operating point):"]
     lines += ["", *matched_table(runs, sets, splits), ""]
     lines += ["Training time (runs of other times and machine loads: compare within one run):", *timing(runs), ""]
