@@ -61,6 +61,7 @@ from spamguard.message_text import KINDS  # noqa: E402
 from spamguard.metrics import pooled_metrics  # noqa: E402
 from spamguard.thresholds import ThresholdOptions, threshold_rule  # noqa: E402
 from spamguard.training.data import Splits  # noqa: E402
+from spamguard.training.defaults import LR_SCHEDULES  # noqa: E402
 from spamguard.training.distill import StudentSettings, check_split, distill  # noqa: E402
 from spamguard.training.imbalance import stratified_splits  # noqa: E402
 from spamguard.training.pipeline import Job, model_files, run  # noqa: E402
@@ -108,7 +109,14 @@ def train_teacher(args: argparse.Namespace, splits: Splits, work: Path) -> Path:
         name="offline-teacher",
         install=False,
         threads=args.torch_threads,
-        recipe=TrainSettings(trainable="all", epochs=args.epochs, lr=3e-4, seed=SPLIT_SEED),
+        recipe=TrainSettings(
+            trainable="all",
+            epochs=args.epochs,
+            lr=3e-4,
+            lr_schedule=args.lr_schedule,
+            max_grad_norm=args.max_grad_norm,
+            seed=SPLIT_SEED,
+        ),
     )
     rule = threshold_rule(ThresholdOptions(max_fpr=args.max_fpr), log=log)
     log(f"teacher: training {args.layers}x{args.width} on both kinds ({len(splits.train)} messages)")
@@ -125,9 +133,18 @@ def distill_student(teacher: Path, splits: Splits, spec: str, args: argparse.Nam
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(teacher, out)
     settings = StudentSettings(
-        n_layer=layers, n_head=max(1, width // 64), n_embd=width, epochs=args.student_epochs, seed=SPLIT_SEED
+        n_layer=layers,
+        n_head=max(1, width // 64),
+        n_embd=width,
+        epochs=args.student_epochs,
+        lr_schedule=args.lr_schedule,
+        max_grad_norm=args.max_grad_norm,
+        seed=SPLIT_SEED,
     )
-    log(f"student {spec}: distilling ({settings.n_head} heads, {settings.epochs} epochs)")
+    log(
+        f"student {spec}: distilling ({settings.n_head} heads, {settings.epochs} epochs, {settings.lr_schedule} "
+        f"learning rate, gradient norm clipped at {settings.max_grad_norm})"
+    )
     distill(out, splits, settings=settings, threads=args.torch_threads, log=log)
     return out
 
@@ -361,6 +378,14 @@ def percent(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def shown_path(path: Path, out: Path) -> str:
+    """A path under --out as OUT/..., so the report names no build machine's folders."""
+    try:
+        return str(Path("OUT") / path.resolve().relative_to(out.resolve()))
+    except ValueError:
+        return path.name
+
+
 def report(result: dict[str, Any], args: argparse.Namespace, began: datetime) -> list[str]:
     command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
     chosen = result["chosen"]
@@ -371,8 +396,9 @@ def report(result: dict[str, Any], args: argparse.Namespace, began: datetime) ->
         f"onnxruntime threads {args.threads or 'default'}, torch threads {args.torch_threads or 'default'}): "
         f"`{command}`",
         "",
-        f"Teacher: {result['teacher']}. Students tried: {', '.join(result['students'])}; chosen: **{chosen}** "
-        "(most mail messages/s through classify_batch in front of the GPT-2-124M-shaped model).",
+        f"Teacher: {shown_path(Path(result['teacher']), args.out)}. Students tried: {', '.join(result['students'])}; "
+        f"chosen: **{chosen}** (most mail messages/s through classify_batch in front of the GPT-2-124M-shaped model). "
+        f"What this run trained: {args.lr_schedule} learning rate, gradients clipped at {args.max_grad_norm}.",
         "",
         "## Accuracy: the cascade against the offline teacher (through the runtime)",
         "",
@@ -472,6 +498,13 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--student-epochs", type=int, default=5)
     parser.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="cosine",
+        help="of the teacher and the students this run trains (docs/training.md: cosine from random weights)",
+    )
+    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="likewise; 0: no clipping")
+    parser.add_argument(
         "--reuse-students", action="store_true", help="keep the students an earlier run distilled into --out"
     )
     parser.add_argument("--max-tokens", type=int, default=256)
@@ -485,6 +518,7 @@ def main() -> int:
     parser.add_argument("--campaign-others", type=int, default=500)
     parser.add_argument("--check", action="store_true", help="a tiny run of the script itself (1x32 teacher...)")
     args = parser.parse_args()
+    args.max_grad_norm = args.max_grad_norm or None
     if args.check:
         args.layers, args.heads, args.width, args.epochs, args.student_epochs = 1, 1, 32, 1, 1
         args.students, args.max_tokens = "1x16", 64

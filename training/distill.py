@@ -16,6 +16,7 @@ new version of the bundle (`bundle.rewrite_bundle`: one atomic exchange; the old
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -44,7 +45,7 @@ from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
 from spamguard.training.package import PARITY_LIMIT, onnx_scores, parity_batch
 from spamguard.training.parity import check_parity
 from spamguard.training.quantize import quantize_int8
-from spamguard.training.recipe import TrainSettings, adamw, epoch_order
+from spamguard.training.recipe import TrainSettings, adamw, epoch_order, lr_factor
 
 STUDENT_FP32, STUDENT_INT8 = "student.onnx", "student.int8.onnx"
 _LOGIT_CLIP = 1e-15  # P(spam) of exactly 0 or 1 (a float64 softmax saturates past |logit gap| ~37) -> gap ~±34.5
@@ -59,6 +60,8 @@ class StudentSettings:
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 0.1
+    lr_schedule: str = "constant"  # or "cosine" (training.recipe.lr_factor); docs/cascade.md measured both
+    max_grad_norm: float | None = None  # clip the gradients' global norm to this; None: no clipping
     temperature: float = 2.0  # of the soft targets (and the student's softened logits)
     alpha: float = 0.7  # share of the soft (teacher) loss for labelled messages; the rest is the true labels'
     seed: int = 123  # the student's initialisation and data order
@@ -205,8 +208,11 @@ def train_student(
         vocab_size=int(bundle.manifest.get("model_config", {}).get("vocab_size", GPTConfig.vocab_size)),
     )
     model = GPT2Classifier(config)
-    optimizer = adamw(list(model.parameters()), TrainSettings(lr=settings.lr, weight_decay=settings.weight_decay))
+    params = list(model.parameters())
+    optimizer = adamw(params, TrainSettings(lr=settings.lr, weight_decay=settings.weight_decay))
     rng = np.random.default_rng(settings.seed)
+    steps = settings.epochs * math.ceil(len(data.token_lists) / settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings.lr_schedule, steps))
     n_val = len(validation.token_lists)
     val_soft = torch.from_numpy(soft_targets(validation.teacher, settings.temperature))
     val_labels = torch.from_numpy(validation.labels)
@@ -234,7 +240,10 @@ def train_student(
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if settings.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
+            scheduler.step()
             losses.append(loss.item())
         val_logits = _torch_logits(model, validation.token_lists)
         val_loss = distill_loss(
@@ -375,6 +384,9 @@ def distill(
         raise TrainingError("distill needs epochs and batch size >= 1, a temperature > 0 and alpha in [0, 1]")
     if settings.n_embd % settings.n_head:
         raise TrainingError(f"the student's width {settings.n_embd} must be a multiple of its heads {settings.n_head}")
+    if settings.max_grad_norm is not None and not settings.max_grad_norm > 0:
+        raise TrainingError(f"the gradient clipping norm must be > 0, not {settings.max_grad_norm}")
+    lr_factor(settings.lr_schedule, 1)  # an unknown schedule is one line before any data is read
     if threads is not None:
         torch.set_num_threads(threads)
     seconds: dict[str, float] = {}

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from spamguard.training.defaults import LR_SCHEDULES, WARMUP_SHARE
+
 
 @click.command("distill")
 @click.argument("bundle")
@@ -36,6 +38,18 @@ import click
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(LR_SCHEDULES),
+    default="constant",
+    show_default=True,
+    help=f"constant, or a linear warm-up over {WARMUP_SHARE:.0%} of the steps and a cosine decay to zero.",
+)
+@click.option(
+    "--max-grad-norm",
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Clip the gradients' global norm to this; default: no clipping.",
+)
 @click.option(
     "--temperature",
     type=click.FloatRange(min=0.0, min_open=True),
@@ -65,6 +79,8 @@ def distill(
     epochs: int,
     batch_size: int,
     lr: float,
+    lr_schedule: str,
+    max_grad_norm: float | None,
     temperature: float,
     alpha: float,
     seed: int,
@@ -105,6 +121,8 @@ def distill(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        lr_schedule=lr_schedule,
+        max_grad_norm=max_grad_norm,
         temperature=temperature,
         alpha=alpha,
         seed=seed,
