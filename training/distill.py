@@ -45,7 +45,7 @@ from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
 from spamguard.training.package import PARITY_LIMIT, onnx_scores, parity_batch
 from spamguard.training.parity import check_parity
 from spamguard.training.quantize import quantize_int8
-from spamguard.training.recipe import TrainSettings, adamw, epoch_order, lr_factor
+from spamguard.training.recipe import TrainSettings, adamw, check_schedule, epoch_order, lr_factor
 
 STUDENT_FP32, STUDENT_INT8 = "student.onnx", "student.int8.onnx"
 _LOGIT_CLIP = 1e-15  # P(spam) of exactly 0 or 1 (a float64 softmax saturates past |logit gap| ~37) -> gap ~±34.5
@@ -199,6 +199,7 @@ def train_student(
     """The student from GPT-2's random initialisation, every weight trained with AdamW; after each epoch the
     share of validation the teacher would still decide (bands chosen on the student's scores); the best epoch
     (smallest share, then lowest validation loss) is restored. Returns (model, history, best epoch)."""
+    check_schedule(settings.lr_schedule, settings.max_grad_norm)
     torch.manual_seed(settings.seed)
     config = GPTConfig(
         n_layer=settings.n_layer,
@@ -384,9 +385,7 @@ def distill(
         raise TrainingError("distill needs epochs and batch size >= 1, a temperature > 0 and alpha in [0, 1]")
     if settings.n_embd % settings.n_head:
         raise TrainingError(f"the student's width {settings.n_embd} must be a multiple of its heads {settings.n_head}")
-    if settings.max_grad_norm is not None and not settings.max_grad_norm > 0:
-        raise TrainingError(f"the gradient clipping norm must be > 0, not {settings.max_grad_norm}")
-    lr_factor(settings.lr_schedule, 1)  # an unknown schedule is one line before any data is read
+    check_schedule(settings.lr_schedule, settings.max_grad_norm)
     if threads is not None:
         torch.set_num_threads(threads)
     seconds: dict[str, float] = {}

@@ -296,6 +296,14 @@ def lr_factor(schedule: str, steps: int) -> Callable[[int], float]:
     return cosine
 
 
+def check_schedule(lr_schedule: str, max_grad_norm: float | None) -> None:
+    """The schedule and clipping options, checked once for every training loop (the model's and the student's),
+    before any data is read or any weight moves."""
+    lr_factor(lr_schedule, 1)
+    if max_grad_norm is not None and not max_grad_norm > 0:  # NaN too
+        raise TrainingError("--max-grad-norm must be above 0")
+
+
 def train(
     model: GPT2Classifier,
     train_data: Data,
@@ -311,8 +319,7 @@ def train(
     after every epoch; the best epoch (validation accuracy, then loss) is restored into `model` at the end."""
     if settings.epochs < 1 or settings.batch_size < 1:
         raise TrainingError("--epochs and --batch-size must be at least 1")
-    if settings.max_grad_norm is not None and settings.max_grad_norm <= 0:
-        raise TrainingError("--max-grad-norm must be above 0")
+    check_schedule(settings.lr_schedule, settings.max_grad_norm)
     params = freeze_for(model, trainable)
     optimizer = adamw(params, settings)
     steps = settings.epochs * math.ceil(len(train_data) / settings.batch_size)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from spamguard.bundle import MANIFEST, load_bundle, rewrite_bundle
 from spamguard.classifier import Classifier
 from spamguard.cli import main
 from spamguard.errors import BundleError
-from spamguard.training.distill import soft_targets
+from spamguard.training.distill import ScoredPart, StudentData, StudentSettings, soft_targets, train_student
+from spamguard.training.errors import TrainingError
 from spamguard.training.sources import Sources, read_splits
 
 from conftest import BPE_DIR, MAIL_DIR, SMS_FILE
@@ -123,10 +125,18 @@ def test_distill_adds_a_student_as_a_new_bundle_version(
         "full",
     }
     # distilled again (other settings): the new student replaces the old one, nothing of it stays behind
-    result = _distill(bundle, *_data_args(data), *TINY_STUDENT, "--seed", "5")
+    again_args = ("--seed", "5", "--lr-schedule", "cosine", "--max-grad-norm", "1")
+    result = _distill(bundle, *_data_args(data), *TINY_STUDENT, *again_args)
     assert result.exit_code == 0, result.output
     again = load_bundle(bundle)
-    assert set(again.files) == set(rewritten.files) and again.manifest["cascade"]["training"]["seed"] == 5
+    # no file of the old student is left; the int8 copy is kept only where it agrees with fp32 (a tiny one may not)
+    int8 = {"student.int8.onnx", "student.int8.onnx.data"}
+    assert set(again.files) - int8 == set(rewritten.files) - int8
+    assert (int8 <= set(again.files)) is again.manifest["cascade"]["export"]["int8_included"]
+    assert {p.name for p in bundle.iterdir()} == {*again.files, MANIFEST}
+    recorded = again.manifest["cascade"]["training"]
+    assert (recorded["seed"], recorded["lr_schedule"], recorded["max_grad_norm"]) == (5, "cosine", 1.0)
+    assert cascade["training"]["lr_schedule"] == "constant" and cascade["training"]["max_grad_norm"] is None
     assert _leftovers(bundle) == []
 
 
@@ -181,3 +191,36 @@ def test_soft_targets_keep_the_teachers_ranking_at_the_extremes() -> None:
     assert soft[3] == 0.5 and np.all(np.diff(soft[1:-1]) > 0) and soft[0] > 0 and soft[-1] < 1
     assert soft_targets(np.array([0.9]), 1.0)[0] == pytest.approx(0.9)
     assert soft_targets(np.array([0.9]), 2.0)[0] == pytest.approx(0.75)  # sigmoid(ln 9 / 2) = 3 / 4
+
+
+def _student(bundle: object, settings: StudentSettings) -> dict[str, object]:
+    rng = np.random.default_rng(3)
+    tokens = [rng.integers(0, 50256, int(n)).tolist() for n in rng.integers(1, 20, 16)]
+    labels = rng.integers(0, 2, 16)
+    data = StudentData(tokens, rng.random(16), labels, np.full(16, 0.3), np.ones(16, dtype=np.float32))
+    validation = ScoredPart(tokens, labels, np.array(["sms"] * 16), rng.random(16))
+    model, history, _ = train_student(data, validation, bundle, settings, log=lambda _line: None)  # type: ignore[arg-type]
+    assert len(history) == settings.epochs
+    return model.state_dict()
+
+
+def _student_moved(bundle_path: Path, settings: StudentSettings) -> float:
+    """How far the student's weights move in one short distillation: against the same seed's run at a rate too
+    small to move them (train_student seeds its initialisation), the largest change of any weight."""
+    bundle = load_bundle(bundle_path)
+    start = _student(bundle, replace(settings, lr=1e-20, lr_schedule="constant", max_grad_norm=None))
+    return max(float((p - start[n]).abs().max()) for n, p in _student(bundle, settings).items())  # type: ignore[operator]
+
+
+def test_the_students_schedule_and_clipping_reach_its_optimizer(tiny_bundle: Path, one_thread: object) -> None:
+    """As for the full model's loop (test_recipe): clipped to a norm of 1e-12, Adam's steps shrink to almost
+    nothing; a cosine schedule's first epoch (warm-up, then decay) moves the weights less than the constant rate."""
+    base = StudentSettings(n_layer=1, n_head=1, n_embd=16, epochs=1, batch_size=4, lr=1e-2, weight_decay=0.0, seed=0)
+    free = _student_moved(tiny_bundle, base)
+    assert free > 1e-3
+    assert _student_moved(tiny_bundle, replace(base, max_grad_norm=1e-12)) < free / 100
+    assert _student_moved(tiny_bundle, replace(base, lr_schedule="cosine")) < free
+    for bad, message in (("max_grad_norm", "--max-grad-norm must be above 0"), ("lr_schedule", "unknown")):
+        value = 0.0 if bad == "max_grad_norm" else "linear"
+        with pytest.raises(TrainingError, match=message):
+            _student_moved(tiny_bundle, replace(base, **{bad: value}))
