@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from spamguard.training.defaults import LR_SCHEDULES, WARMUP_SHARE
+from spamguard.cli.training_options import schedule_options
 
 
 @click.command("distill")
@@ -38,18 +38,7 @@ from spamguard.training.defaults import LR_SCHEDULES, WARMUP_SHARE
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
-@click.option(
-    "--lr-schedule",
-    type=click.Choice(LR_SCHEDULES),
-    default="constant",
-    show_default=True,
-    help=f"constant, or a linear warm-up over {WARMUP_SHARE:.0%} of the steps and a cosine decay to zero.",
-)
-@click.option(
-    "--max-grad-norm",
-    type=click.FloatRange(min=0.0, min_open=True),
-    help="Clip the gradients' global norm to this; default: no clipping.",
-)
+@schedule_options()
 @click.option(
     "--temperature",
     type=click.FloatRange(min=0.0, min_open=True),

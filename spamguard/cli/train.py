@@ -8,17 +8,15 @@ from pathlib import Path
 
 import click
 
+from spamguard.cli.training_options import schedule_options
 from spamguard.training.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_LR,
-    DEFAULT_LR_SCHEDULE,
     DEFAULT_MAX_TOKENS,
     DEFAULT_SEED,
     DEFAULT_TRAINABLE,
     DEFAULT_WEIGHT_DECAY,
-    LR_SCHEDULES,
-    WARMUP_SHARE,
 )
 
 
@@ -103,18 +101,7 @@ class TrainableType(click.ParamType):
     show_default=True,
     help=f"AdamW learning rate (weight decay {DEFAULT_WEIGHT_DECAY:g}).",
 )
-@click.option(
-    "--lr-schedule",
-    type=click.Choice(LR_SCHEDULES),
-    default=DEFAULT_LR_SCHEDULE,
-    show_default=True,
-    help=f"constant, or a linear warm-up over {WARMUP_SHARE:.0%} of the steps and a cosine decay to zero.",
-)
-@click.option(
-    "--max-grad-norm",
-    type=click.FloatRange(min=0.0, min_open=True),
-    help="Clip the gradients' global norm to this (1.0 is usual from random weights); default: no clipping.",
-)
+@schedule_options()
 @click.option(
     "--augment-leetspeak",
     type=click.FloatRange(min=0.0, max=1.0),
