@@ -141,10 +141,7 @@ def distill_student(teacher: Path, splits: Splits, spec: str, args: argparse.Nam
         max_grad_norm=args.max_grad_norm,
         seed=SPLIT_SEED,
     )
-    log(
-        f"student {spec}: distilling ({settings.n_head} heads, {settings.epochs} epochs, {settings.lr_schedule} "
-        f"learning rate, gradient norm clipped at {settings.max_grad_norm})"
-    )
+    log(f"student {spec}: distilling ({settings.n_head} heads, {settings.epochs} epochs, {schedule_words(args)})")
     distill(out, splits, settings=settings, threads=args.torch_threads, log=log)
     return out
 
@@ -378,16 +375,23 @@ def percent(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def shown_path(path: Path, out: Path) -> str:
-    """A path under --out as OUT/..., so the report names no build machine's folders."""
-    try:
-        return str(Path("OUT") / path.resolve().relative_to(out.resolve()))
-    except ValueError:
-        return path.name
+def schedule_words(args: argparse.Namespace) -> str:
+    clipping = f"gradients clipped to norm {args.max_grad_norm:g}" if args.max_grad_norm else "no clipping"
+    return f"{args.lr_schedule} learning rate, {clipping}"
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def report(result: dict[str, Any], args: argparse.Namespace, began: datetime) -> list[str]:
-    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    def shown(arg: str) -> str:
+        """A path under --out as OUT/..., an outside teacher as TEACHER: the report names no machine's folders."""
+        if arg.startswith("/") and _under(Path(arg), args.out):
+            return str(Path("OUT") / Path(arg).resolve().relative_to(args.out.resolve()))
+        return "TEACHER" if args.teacher is not None and arg == str(args.teacher) else arg
+
+    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *map(shown, sys.argv)])
     chosen = result["chosen"]
     lines = [
         "# Cascade and verdict cache benchmark",
@@ -396,9 +400,9 @@ def report(result: dict[str, Any], args: argparse.Namespace, began: datetime) ->
         f"onnxruntime threads {args.threads or 'default'}, torch threads {args.torch_threads or 'default'}): "
         f"`{command}`",
         "",
-        f"Teacher: {shown_path(Path(result['teacher']), args.out)}. Students tried: {', '.join(result['students'])}; "
+        f"Teacher: {shown(result['teacher'])}. Students tried: {', '.join(result['students'])}; "
         f"chosen: **{chosen}** (most mail messages/s through classify_batch in front of the GPT-2-124M-shaped model). "
-        f"What this run trained: {args.lr_schedule} learning rate, gradients clipped at {args.max_grad_norm}.",
+        f"What this run trained: {schedule_words(args)}.",
         "",
         "## Accuracy: the cascade against the offline teacher (through the runtime)",
         "",
