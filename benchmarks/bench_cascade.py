@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import shlex
 import shutil
 import statistics
 import sys
@@ -51,7 +50,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "plugins")]  # the test helpers: bundles, mailstack
 
-from cross_kind import cpu_name  # noqa: E402
+from cross_kind import command_line, cpu_name  # noqa: E402
+from offline_recipe import add_schedule_arguments, offline_settings, schedule_words  # noqa: E402
 
 from spamguard.bundle import MANIFEST, load_bundle, rewrite_bundle  # noqa: E402
 from spamguard.classifier import Classifier, Verdict  # noqa: E402
@@ -61,12 +61,10 @@ from spamguard.message_text import KINDS  # noqa: E402
 from spamguard.metrics import pooled_metrics  # noqa: E402
 from spamguard.thresholds import ThresholdOptions, threshold_rule  # noqa: E402
 from spamguard.training.data import Splits  # noqa: E402
-from spamguard.training.defaults import LR_SCHEDULES  # noqa: E402
 from spamguard.training.distill import StudentSettings, check_split, distill  # noqa: E402
 from spamguard.training.imbalance import stratified_splits  # noqa: E402
 from spamguard.training.pipeline import Job, model_files, run  # noqa: E402
 from spamguard.training.public_data import bpe_files  # noqa: E402
-from spamguard.training.recipe import TrainSettings  # noqa: E402
 
 SPLIT_SEED = 123
 AGREEMENT = 0.995
@@ -109,14 +107,7 @@ def train_teacher(args: argparse.Namespace, splits: Splits, work: Path) -> Path:
         name="offline-teacher",
         install=False,
         threads=args.torch_threads,
-        recipe=TrainSettings(
-            trainable="all",
-            epochs=args.epochs,
-            lr=3e-4,
-            lr_schedule=args.lr_schedule,
-            max_grad_norm=args.max_grad_norm,
-            seed=SPLIT_SEED,
-        ),
+        recipe=offline_settings(args, seed=SPLIT_SEED),
     )
     rule = threshold_rule(ThresholdOptions(max_fpr=args.max_fpr), log=log)
     log(f"teacher: training {args.layers}x{args.width} on both kinds ({len(splits.train)} messages)")
@@ -138,7 +129,7 @@ def distill_student(teacher: Path, splits: Splits, spec: str, args: argparse.Nam
         n_embd=width,
         epochs=args.student_epochs,
         lr_schedule=args.lr_schedule,
-        max_grad_norm=args.max_grad_norm,
+        max_grad_norm=args.max_grad_norm or None,
         seed=SPLIT_SEED,
     )
     log(f"student {spec}: distilling ({settings.n_head} heads, {settings.epochs} epochs, {schedule_words(args)})")
@@ -375,23 +366,8 @@ def percent(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def schedule_words(args: argparse.Namespace) -> str:
-    clipping = f"gradients clipped to norm {args.max_grad_norm:g}" if args.max_grad_norm else "no clipping"
-    return f"{args.lr_schedule} learning rate, {clipping}"
-
-
-def _under(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
-
-
 def report(result: dict[str, Any], args: argparse.Namespace, began: datetime) -> list[str]:
-    def shown(arg: str) -> str:
-        """A path under --out as OUT/..., an outside teacher as TEACHER: the report names no machine's folders."""
-        if arg.startswith("/") and _under(Path(arg), args.out):
-            return str(Path("OUT") / Path(arg).resolve().relative_to(args.out.resolve()))
-        return "TEACHER" if args.teacher is not None and arg == str(args.teacher) else arg
-
-    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *map(shown, sys.argv)])
+    command = command_line(args.out, {str(args.teacher): "TEACHER"} if args.teacher else None)
     chosen = result["chosen"]
     lines = [
         "# Cascade and verdict cache benchmark",
@@ -400,7 +376,8 @@ def report(result: dict[str, Any], args: argparse.Namespace, began: datetime) ->
         f"onnxruntime threads {args.threads or 'default'}, torch threads {args.torch_threads or 'default'}): "
         f"`{command}`",
         "",
-        f"Teacher: {shown(result['teacher'])}. Students tried: {', '.join(result['students'])}; "
+        f"Teacher: {'--teacher' if args.teacher else 'trained by this run, OUT/work/teacher'}. "
+        f"Students tried: {', '.join(result['students'])}; "
         f"chosen: **{chosen}** (most mail messages/s through classify_batch in front of the GPT-2-124M-shaped model). "
         f"What this run trained: {schedule_words(args)}.",
         "",
@@ -501,13 +478,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--student-epochs", type=int, default=5)
-    parser.add_argument(
-        "--lr-schedule",
-        choices=LR_SCHEDULES,
-        default="cosine",
-        help="of the teacher and the students this run trains (docs/training.md: cosine from random weights)",
-    )
-    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="likewise; 0: no clipping")
+    add_schedule_arguments(parser)
     parser.add_argument(
         "--reuse-students", action="store_true", help="keep the students an earlier run distilled into --out"
     )
@@ -522,7 +493,6 @@ def main() -> int:
     parser.add_argument("--campaign-others", type=int, default=500)
     parser.add_argument("--check", action="store_true", help="a tiny run of the script itself (1x32 teacher...)")
     args = parser.parse_args()
-    args.max_grad_norm = args.max_grad_norm or None
     if args.check:
         args.layers, args.heads, args.width, args.epochs, args.student_epochs = 1, 1, 32, 1, 1
         args.students, args.max_tokens = "1x16", 64

@@ -72,6 +72,19 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def command_line(out: Path, placeholders: dict[str, str | None] | None = None) -> str:
+    """This run's command as a report prints it: paths under `out` as OUT/..., and each argument equal to a key
+    of `placeholders` as its value (--teacher /home/... as TEACHER), so a report names no machine's folders."""
+    named = {key: value for key, value in (placeholders or {}).items() if key is not None and value is not None}
+
+    def shown(arg: str) -> str:
+        if arg.startswith("/") and Path(arg).resolve().is_relative_to(out.resolve()):
+            return str(Path("OUT") / Path(arg).resolve().relative_to(out.resolve()))
+        return named.get(arg, arg)
+
+    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *map(shown, sys.argv)])
+
+
 def subset(examples: list[Example], per_group: int, seed: int) -> list[Example]:
     """At most `per_group` messages of each (kind, label), seeded: the tiny check of the script itself."""
     rng = random.Random(seed)
@@ -369,7 +382,7 @@ def main() -> int:
         print(f"[{step}/{total}] {name} seed {seed}: {seconds:.0f} s, {precision}; {described}", flush=True)
         shutil.rmtree(job.out, ignore_errors=True)
 
-    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    command = command_line(args.out)
     counts = splits.counts_by_kind()
     clipped = f", gradients clipped to norm {args.max_grad_norm:g}" if args.max_grad_norm else ""
     lines = [

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import sys
 import time
@@ -41,7 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests")]
 
-from cross_kind import OPERATING_FPR, cpu_name, restrict, subset  # noqa: E402
+from cross_kind import OPERATING_FPR, command_line, cpu_name, restrict, subset  # noqa: E402
+from offline_recipe import OFFLINE_LR, add_schedule_arguments, offline_settings, schedule_words  # noqa: E402
 
 from spamguard.classifier import Classifier  # noqa: E402
 from spamguard.mail_sources import read_labelled  # noqa: E402
@@ -53,7 +53,6 @@ from spamguard.training.data import Splits  # noqa: E402
 from spamguard.training.imbalance import stratified_splits  # noqa: E402
 from spamguard.training.pipeline import Job, run  # noqa: E402
 from spamguard.training.public_data import bpe_files  # noqa: E402
-from spamguard.training.recipe import TrainSettings  # noqa: E402
 
 from public_data import MAIL, SMS, dataset  # noqa: E402
 
@@ -136,7 +135,7 @@ def train_at(budget: int, splits: Splits, args: argparse.Namespace, work: Path) 
         name=f"budget-{budget}",
         install=False,
         threads=args.threads,
-        recipe=TrainSettings(trainable="all", epochs=args.epochs, lr=3e-4, seed=args.seed),
+        recipe=offline_settings(args, seed=args.seed),
     )
     rule = threshold_rule(ThresholdOptions(max_fpr=args.max_fpr), log=lambda _line: None)
     log(f"training at {budget} tokens ({len(splits.train)} messages)")
@@ -203,6 +202,7 @@ def main() -> int:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=5)
+    add_schedule_arguments(parser)
     parser.add_argument("--seed", type=int, default=1, help="training seed (initialisation, data order)")
     parser.add_argument("--max-fpr", type=float, default=0.01)
     parser.add_argument("--recall-slack", type=float, default=0.01)
@@ -252,7 +252,7 @@ def main() -> int:
         costs = cost(budgets, splits, args.threads)
     chosen = choose(rows, args.recall_slack)
 
-    command = " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    command = command_line(args.out, {str(args.model): "MODEL"} if args.model else None)
     how = "a model trained at each budget" if args.method == "train" else "one model, token lists cut"
     lines = [
         "# Token budget: mail recall and FPR against tokens read",
@@ -261,7 +261,8 @@ def main() -> int:
         f"`{command}`",
         "",
         f"Method: {args.method} ({how}); GPT-2 {args.layers}x{args.width}, random initialisation, every layer "
-        f"trained, lr 3e-4, {args.epochs} epochs, seed {args.seed}, trained on {args.kinds}; thresholds for FPR ≤ "
+        f"trained, lr {OFFLINE_LR:g} ({schedule_words(args)}), {args.epochs} epochs, seed {args.seed}, trained on "
+        f"{args.kinds}; thresholds for FPR ≤ "
         f"{args.max_fpr:g} on each kind's validation part. Split (seed {SPLIT_SEED}): {splits.describe_counts()}.",
         "",
         "| tokens | mail recall % | mail FPR % (fp of ham) | mail recall % at val-FPR ≤ 0.5% | SMS recall % / FPR % | "
