@@ -24,3 +24,7 @@ DEFAULT_SEED = 123
 LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_LR_SCHEDULE = "constant"
 WARMUP_SHARE = 0.05
+# The cascade's student (`spamguard distill`) always trains from random weights: cosine with clipping, measured
+# against the constant rate on one teacher in docs/cascade.md ("The student's learning rate").
+STUDENT_LR_SCHEDULE = "cosine"
+STUDENT_MAX_GRAD_NORM = 1.0

@@ -39,6 +39,7 @@ from spamguard.metrics import pooled_metrics
 from spamguard.padding import pad_batch
 from spamguard.progress import progress as progress_bar
 from spamguard.training.data import Splits
+from spamguard.training.defaults import STUDENT_LR_SCHEDULE, STUDENT_MAX_GRAD_NORM
 from spamguard.training.errors import ExportError, TrainingError
 from spamguard.training.export import export_onnx
 from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
@@ -60,8 +61,8 @@ class StudentSettings:
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 0.1
-    lr_schedule: str = "constant"  # or "cosine" (training.recipe.lr_factor); docs/cascade.md measured both
-    max_grad_norm: float | None = None  # clip the gradients' global norm to this; None: no clipping
+    lr_schedule: str = STUDENT_LR_SCHEDULE  # training.recipe.lr_factor; docs/cascade.md measured both
+    max_grad_norm: float | None = STUDENT_MAX_GRAD_NORM  # clip the gradients' global norm to this; None: no clipping
     temperature: float = 2.0  # of the soft targets (and the student's softened logits)
     alpha: float = 0.7  # share of the soft (teacher) loss for labelled messages; the rest is the true labels'
     seed: int = 123  # the student's initialisation and data order

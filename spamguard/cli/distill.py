@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from spamguard.cli.training_options import schedule_options
+from spamguard.training.defaults import STUDENT_LR_SCHEDULE, STUDENT_MAX_GRAD_NORM
 
 
 @click.command("distill")
@@ -38,7 +39,7 @@ from spamguard.cli.training_options import schedule_options
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
-@schedule_options()
+@schedule_options(STUDENT_LR_SCHEDULE, STUDENT_MAX_GRAD_NORM)
 @click.option(
     "--temperature",
     type=click.FloatRange(min=0.0, min_open=True),

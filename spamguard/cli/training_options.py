@@ -13,19 +13,24 @@ from spamguard.training.defaults import DEFAULT_LR_SCHEDULE, LR_SCHEDULES, WARMU
 F = TypeVar("F", bound=Callable[..., object])
 
 
-def schedule_options(default: str = DEFAULT_LR_SCHEDULE) -> Callable[[F], F]:
-    """`--lr-schedule` (with this command's default) and `--max-grad-norm`."""
+def schedule_options(schedule: str = DEFAULT_LR_SCHEDULE, clipping: float | None = None) -> Callable[[F], F]:
+    """`--lr-schedule` and `--max-grad-norm`, with this command's defaults (`train`: the book's constant rate for
+    the frozen-backbone recipe; `distill`: cosine and clipping, for a student trained from random weights)."""
 
     def apply(command: F) -> F:
         command = click.option(
             "--max-grad-norm",
-            type=click.FloatRange(min=0.0, min_open=True),
-            help="Clip the gradients' global norm to this (1.0 is usual from random weights); default: no clipping.",
+            type=click.FloatRange(min=0.0),
+            default=clipping,
+            show_default=clipping is not None,
+            callback=lambda _ctx, _param, value: value or None,  # 0: no clipping
+            help="Clip the gradients' global norm to this (1.0 is usual from random weights); 0: no clipping."
+            + ("" if clipping is not None else " Default: no clipping."),
         )(command)
         return click.option(
             "--lr-schedule",
             type=click.Choice(LR_SCHEDULES),
-            default=default,
+            default=schedule,
             show_default=True,
             help=f"constant, or a linear warm-up over {WARMUP_SHARE:.0%} of the steps and a cosine decay to zero.",
         )(command)
