@@ -74,8 +74,9 @@ bench-cross-kind:
 # from it (2x128, 4x128), the cascade's agreement, share and recall/FPR against the teacher per kind; the speed of a
 # GPT-2-124M-shaped bundle alone and with the chosen student (classify_batch, and the milter through a private
 # Postfix: needs root, postfix, aiosmtpd); the cache on the corpus's own repeats and on a campaign. Writes
-# $(CASCADE_OUT)/cascade.md, .json, .png. About an hour and a half on 2 cores; CASCADE_ARGS="--teacher BUNDLE"
-# reuses a teacher trained on the default data (seed 123), "--skip-milter" leaves Postfix out.
+# $(CASCADE_OUT)/cascade.md, .json, .png. About 35 minutes with CASCADE_ARGS="--torch-threads 2" on 2 idle cores
+# (2026-11-30); "--teacher BUNDLE" reuses a teacher trained on the default data (seed 123), "--skip-milter" leaves
+# Postfix out.
 CASCADE_OUT ?= /tmp/spamguard-cascade
 CASCADE_ARGS ?= --torch-threads 1
 bench-cascade:
