@@ -18,11 +18,13 @@ test mails longer than the budget, and the 124M-shaped int8 model's milliseconds
 (`score_tokens`, one onnxruntime session, mails cut to the budget).
 
 The default is the smallest budget whose mail recall at the model's threshold is within `--recall-slack` of the
-best budget's and whose mail FPR is no higher than the largest budget's.
+best budget's and whose mail FPR is no higher than the largest budget's. One seed moves these figures by a few
+mails either way, so `--merge` applies the same rule to the means of several runs (one `--seed` each):
 
     .venv/bin/python benchmarks/token_budget.py --out DIR [--method train|truncate] [--budgets 64,128,256]
         [--kinds both|mail] [--model BUNDLE] [--threads 1] [--seed 1] [--subset N]
-Writes DIR/token_budget.md, .json and .png; prints one line per step."""
+    .venv/bin/python benchmarks/token_budget.py --out DIR --merge RUN1/token_budget.json RUN2/token_budget.json ...
+Writes DIR/token_budget.md, .json and .png (with --merge: DIR/token_budget_merged.md); prints one line per step."""
 
 from __future__ import annotations
 
@@ -159,6 +161,52 @@ def choose(rows: dict[int, dict[str, Any]], slack: float) -> int:
     return largest
 
 
+MEANS = ("recall", "fpr", "recall_at_val_fpr")
+
+
+def merge(runs: list[Path], out: Path, slack: float) -> int:
+    """The mail figures of several runs (seeds) averaged per budget, and the default chosen from the means by the
+    same rule as one run's; the cost per mail from the runs that measured it."""
+    try:
+        loaded = [json.loads(path.read_text()) for path in runs]
+        per_budget = [{int(b): row["mail"] for b, row in run["rows"].items()} for run in loaded]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise SystemExit(f"--merge: not token_budget.json files ({error})") from None
+    budgets = sorted(per_budget[0])
+    if any(sorted(rows) != budgets for rows in per_budget):
+        raise SystemExit("--merge: the runs measured different budgets")
+    means = {b: {"mail": {k: float(np.mean([rows[b][k] for rows in per_budget])) for k in MEANS}} for b in budgets}
+    chosen = choose(means, slack)
+    costs = {b: [run["cost"][str(b)]["ms_per_mail"] for run in loaded if run["cost"][str(b)]["mails"]] for b in budgets}
+    lines = [
+        f"# Token budget: means of {len(runs)} runs",
+        "",
+        *(f"- {path.parent.name}/{path.name}" for path in runs),
+        "",
+        "| tokens | mail recall % | mail FPR % | mail recall % at val-FPR ≤ 0.5% | per run: recall / FP of ham | "
+        "124M ms/mail |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b in budgets:
+        m = means[b]["mail"]
+        runs_text = ", ".join(f"{100 * rows[b]['recall']:.0f} / {rows[b]['fp']}" for rows in per_budget)
+        cost_text = f"{np.mean(costs[b]):.1f}" if costs[b] else "-"
+        lines.append(
+            f"| {b} | {100 * m['recall']:.2f} | {100 * m['fpr']:.2f} | {100 * m['recall_at_val_fpr']:.2f} | "
+            f"{runs_text} | {cost_text} |"
+        )
+    lines += [
+        "",
+        f"Chosen default by the rule on the means (smallest budget within {100 * slack:g} recall points of the best, "
+        f"mail FPR no higher than at {max(budgets)}): **{chosen} tokens**.",
+        "",
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "token_budget_merged.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
 def plot(rows: dict[int, dict[str, Any]], costs: dict[int, dict[str, float]], out: Path) -> Path:
     import matplotlib
 
@@ -209,7 +257,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="torch and onnxruntime threads (1 on a busy machine)")
     parser.add_argument("--subset", type=int, help="at most N messages per kind and label (a check)")
     parser.add_argument("--skip-cost", action="store_true", help="no 124M-shaped timing (a check)")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="the rule on the means of these runs")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out, args.recall_slack)
     budgets = sorted(int(b) for b in args.budgets.split(","))
     began = datetime.now()
     work = args.out / "work"
