@@ -17,9 +17,10 @@ and FPR at the model's threshold, recall at the threshold that gives FPR <= 0.5%
 test mails longer than the budget, and the 124M-shaped int8 model's milliseconds per test mail at that budget
 (`score_tokens`, one onnxruntime session, mails cut to the budget).
 
-The default is the smallest budget whose mail recall at the model's threshold is within `--recall-slack` of the
-best budget's and whose mail FPR is no higher than the largest budget's. One seed moves these figures by a few
-mails either way, so `--merge` applies the same rule to the means of several runs (one `--seed` each):
+The default is the smallest budget whose mail recall is within `--recall-slack` of the best budget's, both at the
+model's threshold and at val-FPR <= 0.5%, and whose mail FPR is no higher than the largest budget's. One seed
+moves these figures by a few mails either way, so `--merge` applies the same rule to the means of several runs
+(one `--seed` each):
 
     .venv/bin/python benchmarks/token_budget.py --out DIR [--method train|truncate] [--budgets 64,128,256]
         [--kinds both|mail] [--model BUNDLE] [--threads 1] [--seed 1] [--subset N]
@@ -152,11 +153,15 @@ def _bpe() -> tuple[Path, Path]:
 
 
 def choose(rows: dict[int, dict[str, Any]], slack: float) -> int:
+    """The smallest budget that gives up nothing beyond `slack`: mail recall within it of the best budget's both at
+    the model's threshold and at val-FPR <= 0.5% (the strict operating point, added after three seeds showed the
+    largest budget ahead there in every seed while the model-threshold figures flipped between seeds), and a mail
+    FPR no higher than the largest budget's."""
     largest = max(rows)
-    best = max(r["mail"]["recall"] for r in rows.values())
+    best = {key: max(r["mail"][key] for r in rows.values()) for key in ("recall", "recall_at_val_fpr")}
     for budget in sorted(rows):
         mail = rows[budget]["mail"]
-        if mail["recall"] >= best - slack and mail["fpr"] <= rows[largest]["mail"]["fpr"]:
+        if all(mail[key] >= best[key] - slack for key in best) and mail["fpr"] <= rows[largest]["mail"]["fpr"]:
             return budget
     return largest
 
@@ -183,13 +188,17 @@ def merge(runs: list[Path], out: Path, slack: float) -> int:
         "",
         *(f"- {path.parent.name}/{path.name}" for path in runs),
         "",
-        "| tokens | mail recall % | mail FPR % | mail recall % at val-FPR ≤ 0.5% | per run: recall / FP of ham | "
+        "| tokens | mail recall % | mail FPR % | mail recall % at val-FPR ≤ 0.5% | per run: recall / FP of ham / "
+        "recall at val-FPR ≤ 0.5% | "
         "124M ms/mail |",
         "|---|---|---|---|---|---|",
     ]
     for b in budgets:
         m = means[b]["mail"]
-        runs_text = ", ".join(f"{100 * rows[b]['recall']:.0f} / {rows[b]['fp']}" for rows in per_budget)
+        runs_text = ", ".join(
+            f"{100 * rows[b]['recall']:.0f} / {rows[b]['fp']} / {100 * rows[b]['recall_at_val_fpr']:.0f}"
+            for rows in per_budget
+        )
         cost_text = f"{np.mean(costs[b]):.1f}" if costs[b] else "-"
         lines.append(
             f"| {b} | {100 * m['recall']:.2f} | {100 * m['fpr']:.2f} | {100 * m['recall_at_val_fpr']:.2f} | "
@@ -197,8 +206,8 @@ def merge(runs: list[Path], out: Path, slack: float) -> int:
         )
     lines += [
         "",
-        f"Chosen default by the rule on the means (smallest budget within {100 * slack:g} recall points of the best, "
-        f"mail FPR no higher than at {max(budgets)}): **{chosen} tokens**.",
+        f"Chosen default by the rule on the means (smallest budget within {100 * slack:g} recall points of the best at "
+        f"both operating points, mail FPR no higher than at {max(budgets)}): **{chosen} tokens**.",
         "",
     ]
     out.mkdir(parents=True, exist_ok=True)
@@ -332,8 +341,8 @@ def main() -> int:
         )
     lines += [
         "",
-        f"Chosen default by the rule (smallest budget within {100 * args.recall_slack:g} recall points of the best, "
-        f"mail FPR no higher than at {max(budgets)}): **{chosen} tokens**.",
+        f"Chosen default by the rule (smallest budget within {100 * args.recall_slack:g} recall points of the best at "
+        f"both operating points, mail FPR no higher than at {max(budgets)}): **{chosen} tokens**.",
         "",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
