@@ -16,7 +16,6 @@ new version of the bundle (`bundle.rewrite_bundle`: one atomic exchange; the old
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +45,7 @@ from spamguard.training.gpt2 import GPT2Classifier, GPTConfig
 from spamguard.training.package import PARITY_LIMIT, onnx_scores, parity_batch
 from spamguard.training.parity import check_parity
 from spamguard.training.quantize import quantize_int8
-from spamguard.training.recipe import TrainSettings, adamw, check_schedule, epoch_order, lr_factor
+from spamguard.training.recipe import Steps, TrainSettings, check_schedule, epoch_order
 
 STUDENT_FP32, STUDENT_INT8 = "student.onnx", "student.int8.onnx"
 _LOGIT_CLIP = 1e-15  # P(spam) of exactly 0 or 1 (a float64 softmax saturates past |logit gap| ~37) -> gap ~±34.5
@@ -200,7 +199,6 @@ def train_student(
     """The student from GPT-2's random initialisation, every weight trained with AdamW; after each epoch the
     share of validation the teacher would still decide (bands chosen on the student's scores); the best epoch
     (smallest share, then lowest validation loss) is restored. Returns (model, history, best epoch)."""
-    check_schedule(settings.lr_schedule, settings.max_grad_norm)
     torch.manual_seed(settings.seed)
     config = GPTConfig(
         n_layer=settings.n_layer,
@@ -210,11 +208,16 @@ def train_student(
         vocab_size=int(bundle.manifest.get("model_config", {}).get("vocab_size", GPTConfig.vocab_size)),
     )
     model = GPT2Classifier(config)
-    params = list(model.parameters())
-    optimizer = adamw(params, TrainSettings(lr=settings.lr, weight_decay=settings.weight_decay))
+    recipe = TrainSettings(
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        lr_schedule=settings.lr_schedule,
+        max_grad_norm=settings.max_grad_norm,
+    )
+    steps = Steps(list(model.parameters()), recipe, len(data.token_lists))
     rng = np.random.default_rng(settings.seed)
-    steps = settings.epochs * math.ceil(len(data.token_lists) / settings.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings.lr_schedule, steps))
     n_val = len(validation.token_lists)
     val_soft = torch.from_numpy(soft_targets(validation.teacher, settings.temperature))
     val_labels = torch.from_numpy(validation.labels)
@@ -240,12 +243,7 @@ def train_student(
                 torch.from_numpy(data.weights[indices]),
                 settings.temperature,
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            steps.take(loss)
             losses.append(loss.item())
         val_logits = _torch_logits(model, validation.token_lists)
         val_loss = distill_loss(

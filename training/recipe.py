@@ -304,6 +304,26 @@ def check_schedule(lr_schedule: str, max_grad_norm: float | None) -> None:
         raise TrainingError("--max-grad-norm must be above 0")
 
 
+class Steps:
+    """AdamW at the rate `settings.lr_schedule` gives each step, the gradients clipped to `settings.max_grad_norm`
+    when set: one training step, the same in every loop (the model's `train` and the student's in distill)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], settings: TrainSettings, examples: int) -> None:
+        check_schedule(settings.lr_schedule, settings.max_grad_norm)
+        self.params, self.max_grad_norm = params, settings.max_grad_norm
+        self.optimizer = adamw(params, settings)
+        steps = settings.epochs * math.ceil(examples / settings.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(settings.lr_schedule, steps))
+
+    def take(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+
+
 def train(
     model: GPT2Classifier,
     train_data: Data,
@@ -319,11 +339,7 @@ def train(
     after every epoch; the best epoch (validation accuracy, then loss) is restored into `model` at the end."""
     if settings.epochs < 1 or settings.batch_size < 1:
         raise TrainingError("--epochs and --batch-size must be at least 1")
-    check_schedule(settings.lr_schedule, settings.max_grad_norm)
-    params = freeze_for(model, trainable)
-    optimizer = adamw(params, settings)
-    steps = settings.epochs * math.ceil(len(train_data) / settings.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings.lr_schedule, steps))
+    steps = Steps(freeze_for(model, trainable), settings, len(train_data))  # checks the schedule and clipping
     rng = np.random.default_rng(settings.seed)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     history: list[EpochStats] = []
@@ -343,13 +359,8 @@ def train(
         )
         for indices in bar:
             batch = train_data.batch(indices)
-            optimizer.zero_grad(set_to_none=True)
             loss, logits = calc_loss_batch(model, batch)
-            loss.backward()
-            if settings.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            steps.take(loss)
             losses.append(loss.item())
             correct += int((logits.argmax(-1) == batch.labels).sum())
             seen += len(indices)
@@ -374,7 +385,7 @@ def train(
         best_epoch=best_epoch,
         validation=best_eval,
         seconds=time.perf_counter() - began,
-        trainable_parameters=sum(p.numel() for p in params),
+        trainable_parameters=sum(p.numel() for p in steps.params),
         state=best_state,
     )
 
