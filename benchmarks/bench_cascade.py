@@ -130,7 +130,7 @@ def distill_student(teacher: Path, splits: Splits, spec: str, args: argparse.Nam
         n_embd=width,
         epochs=args.student_epochs,
         lr_schedule=args.lr_schedule,
-        max_grad_norm=args.max_grad_norm or None,
+        max_grad_norm=args.max_grad_norm,
         seed=SPLIT_SEED,
     )
     log(f"student {spec}: distilling ({settings.n_head} heads, {settings.epochs} epochs, {schedule_words(args)})")

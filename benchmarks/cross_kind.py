@@ -72,15 +72,14 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def command_line(out: Path, placeholders: dict[str, str | None] | None = None) -> str:
+def command_line(out: Path, placeholders: dict[str, str] | None = None) -> str:
     """This run's command as a report prints it: paths under `out` as OUT/..., and each argument equal to a key
     of `placeholders` as its value (--teacher /home/... as TEACHER), so a report names no machine's folders."""
-    named = {key: value for key, value in (placeholders or {}).items() if key is not None and value is not None}
 
     def shown(arg: str) -> str:
         if arg.startswith("/") and Path(arg).resolve().is_relative_to(out.resolve()):
             return str(Path("OUT") / Path(arg).resolve().relative_to(out.resolve()))
-        return named.get(arg, arg)
+        return (placeholders or {}).get(arg, arg)
 
     return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *map(shown, sys.argv)])
 

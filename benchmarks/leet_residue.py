@@ -2,10 +2,11 @@
 
     SPAMGUARD_DATA=../shared/data python benchmarks/leet_residue.py [--seed 1] [--top 20]
 
-Every SMS of the collection and every mail of the SpamAssassin sample under `datasets_dir()` is disguised with the
-robustness benchmark's leetspeak (`robustness.disguises`, each message seeded the way that benchmark seeds it);
-both copies go through `message_text`, and the words are compared place by place (leetspeak and its undo both
-keep every character's place). A word that still differs is left disguised, in one of four groups by its plain form:
+Every SMS of the collection and every mail of the SpamAssassin sample in the data sets folder
+(`public_data.dataset`) is disguised with the robustness benchmark's leetspeak (`robustness.disguises`, each
+message seeded the way that benchmark seeds it); both copies go through `message_text`, and the words are compared
+place by place (leetspeak and its undo both keep every character's place). A word that still differs is left
+disguised, in one of four groups by its plain form:
 
 - *joined by a separator* (an address, a path, a hyphenated word): the undo step leaves these alone on purpose;
 - *a lower-case GPT-2 word*: `spamguard.known_words` holds it, so a rule of the undo step held it back on purpose
@@ -35,8 +36,9 @@ from robustness.disguises import apply  # noqa: E402
 from spamguard.known_words import KNOWN_WORDS  # noqa: E402
 from spamguard.message_text import message_text  # noqa: E402
 from spamguard.normalize import _SEPARATOR  # noqa: E402
-from spamguard.paths import datasets_dir  # noqa: E402
 from spamguard.tokenizer import load_encoding  # noqa: E402
+
+from public_data import BPE, MAIL, SMS, dataset  # noqa: E402
 
 GROUPS = ("joined by a separator", "a lower-case GPT-2 word", "GPT-2 holds it capitalised", "not a whole GPT-2 word")
 _JOINED = re.compile(rf"[A-Za-z0-9]{_SEPARATOR}[A-Za-z0-9]")  # the undo step's own separators
@@ -51,12 +53,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="as bench_robustness.py --seed")
     parser.add_argument("--top", type=int, default=20, help="words shown per group")
     args = parser.parse_args()
-    data = datasets_dir()
-    encoding = load_encoding(data / "gpt2_bpe" / "encoder.json", data / "gpt2_bpe" / "vocab.bpe")
+    encoding = load_encoding(dataset(BPE) / "encoder.json", dataset(BPE) / "vocab.bpe")
     known = set(KNOWN_WORDS)
-    lines = (data / "sms_spam_collection" / "SMSSpamCollection").read_text(encoding="utf-8").splitlines()
+    lines = dataset(SMS).read_text(encoding="utf-8").splitlines()
     sms = [("sms", line.partition("\t")[0], line.partition("\t")[2]) for line in lines]
-    mails = [("mail", p.parent.name, p.read_bytes()) for p in sorted((data / "spamassassin_2003_part1").glob("*/*"))]
+    mails = [("mail", p.parent.name, p.read_bytes()) for p in sorted(dataset(MAIL).glob("*/*"))]
     print(f"leetspeak (seed {args.seed}) through the text function: the words left disguised, by their plain form")
     for kind, items in (("sms", sms), ("mail", mails)):
         for label in ("ham", "spam"):

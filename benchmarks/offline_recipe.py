@@ -14,7 +14,12 @@ OFFLINE_LR = 3e-4
 
 def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine", help="of every model this run trains")
-    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="likewise; 0: no clipping")
+    parser.add_argument("--max-grad-norm", type=_clipping, default=1.0, help="likewise; 0: no clipping")
+
+
+def _clipping(text: str) -> float | None:
+    """`--max-grad-norm` as the training settings take it: 0 is None, no clipping."""
+    return float(text) or None
 
 
 def schedule_words(args: argparse.Namespace) -> str:
@@ -30,6 +35,6 @@ def offline_settings(args: argparse.Namespace, *, seed: int) -> TrainSettings:
         epochs=args.epochs,
         lr=OFFLINE_LR,
         lr_schedule=args.lr_schedule,
-        max_grad_norm=args.max_grad_norm or None,
+        max_grad_norm=args.max_grad_norm,
         seed=seed,
     )
