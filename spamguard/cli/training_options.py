@@ -3,6 +3,7 @@ that one name means one thing with one type, default and help text in both."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -11,6 +12,13 @@ import click
 from spamguard.training.defaults import DEFAULT_LR_SCHEDULE, LR_SCHEDULES, WARMUP_SHARE
 
 F = TypeVar("F", bound=Callable[..., object])
+
+
+def _clipping(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    """0 is no clipping (None); NaN is refused here, before any data is read (click's range lets it through)."""
+    if value is not None and math.isnan(value):
+        raise click.BadParameter("must be a number, not NaN")
+    return value or None
 
 
 def schedule_options(schedule: str = DEFAULT_LR_SCHEDULE, clipping: float | None = None) -> Callable[[F], F]:
@@ -23,7 +31,7 @@ def schedule_options(schedule: str = DEFAULT_LR_SCHEDULE, clipping: float | None
             type=click.FloatRange(min=0.0),
             default=clipping,
             show_default=clipping is not None,
-            callback=lambda _ctx, _param, value: value or None,  # 0: no clipping
+            callback=_clipping,
             help="Clip the gradients' global norm to this (1.0 is usual from random weights); 0: no clipping."
             + ("" if clipping is not None else " Default: no clipping."),
         )(command)

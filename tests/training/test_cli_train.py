@@ -115,6 +115,15 @@ def test_missing_data_file(tmp_path: Path) -> None:
     assert error_line(result) == f"Error: no data at {missing}: give an SMS TSV file or a folder with ham/ and spam/"
 
 
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_a_nan_clipping_norm_is_refused_before_anything_runs(command: str, tmp_path: Path) -> None:
+    """click's range check lets NaN through (every comparison with it is false): refused by the option itself."""
+    args = [command, *([str(tmp_path)] if command == "distill" else []), "--max-grad-norm", "nan"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == "Error: Invalid value for '--max-grad-norm': must be a number, not NaN"
+
+
 def test_malformed_data_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tsv"
     bad.write_text("ham\tfine\nspam\talso fine\nhams without a tab\n")
