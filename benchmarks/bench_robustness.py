@@ -6,7 +6,9 @@ Data: the SMS Spam Collection and the SpamAssassin sample under `datasets_dir()`
 deduplicated and split 70/10/20 by kind and label with the training's own `stratified_splits` (seeded), on the raw
 messages, so both text versions see the same split. Two spamguard models are
 trained with the real pipeline (`spamguard.training.pipeline.run`, the offline configuration: 4x256 from random
-weights, every layer trained, lr 3e-4) on the mail and SMS train parts together: one on text version 1
+weights, every layer trained, lr 3e-4, cosine with clipping at 1.0 as `offline_recipe` sets it; `--lr-schedule
+constant --max-grad-norm 0` gives the constant rate of the runs before 2026-11-30 evening) on the mail and SMS
+train parts together: one on text version 1
 (`message_text(..., normalize=False)`: no normalization, hidden HTML kept) and one on today's text. The version-1
 bundle stays in a scratch folder and is scored with `Classifier.score_texts` on version-1 text (its manifest
 carries the pipeline's `text_version`, which is why it never leaves the benchmark). The TF-IDF, naive Bayes and
@@ -36,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from offline_recipe import add_schedule_arguments, offline_settings, schedule_words  # noqa: E402
 from robustness.disguises import DISGUISES, apply  # noqa: E402
 from robustness.non_latin import NON_LATIN_HAM  # noqa: E402
 
@@ -104,7 +107,6 @@ def train_spamguard(
     from spamguard import Classifier
     from spamguard.training.data import Splits
     from spamguard.training.pipeline import Job, run
-    from spamguard.training.recipe import TrainSettings
 
     base = work / "base"
     base.mkdir(parents=True, exist_ok=True)
@@ -119,9 +121,7 @@ def train_spamguard(
         name="robustness-benchmark",
         install=False,
         threads=args.threads,
-        recipe=replace(
-            TrainSettings(), trainable="all", epochs=args.epochs, lr=3e-4, seed=args.seed, augment_leetspeak=augment
-        ),
+        recipe=replace(offline_settings(args, seed=args.seed), augment_leetspeak=augment),
     )
     from spamguard.thresholds import kind_options, threshold_rule
 
@@ -167,6 +167,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-fpr", action="append", default=[], help="as spamguard train --max-fpr (repeatable)")
     parser.add_argument("--no-baselines", action="store_true")
+    add_schedule_arguments(parser)
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"spamguard models to train, of {', '.join(VARIANTS)}"
     )
@@ -278,7 +279,7 @@ def markdown(results: Results, names: list[str], args: argparse.Namespace, secon
 
     setting = (
         f"seed {args.seed}, split seed {args.split_seed}, spamguard {args.n_layer}x{args.n_embd} random weights, "
-        f"{args.epochs} epochs, max tokens {args.max_tokens}"
+        f"{args.epochs} epochs, {schedule_words(args)}, max tokens {args.max_tokens}"
         + (f", at most {args.limit} messages per kind" if args.limit else "")
         + (
             f", leetspeak copies of {args.augment_leetspeak:g} of the training messages"
