@@ -11,8 +11,9 @@ disguised, in one of four groups by its plain form:
 - *joined by a separator* (an address, a path, a hyphenated word): the undo step leaves these alone on purpose;
 - *a lower-case GPT-2 word*: `spamguard.known_words` holds it, so a rule of the undo step held it back on purpose
   (a shape that names, numbers and SMS spelling take, or no letter left);
-- *GPT-2 holds it capitalised*: " Carlos" is one token, " carlos" is not; undoing these would need capitalised
-  words in the text function (a new text version);
+- *GPT-2 holds it capitalised*: " Carlos" (or " RSS") is one token, " carlos" is not; since text version 4 the
+  undo step gives back capitalised words, but only to a word written with a capital and of no number's shape, and
+  it has no list of words in capitals (" RSS", " USA");
 - *not a whole GPT-2 word*: SMS spelling ("lor", "pls"), long or rare words: no vocabulary look-up gives them
   back.
 

@@ -3,7 +3,7 @@
     SPAMGUARD_DATA=../shared/data python benchmarks/text_unchanged.py
 
 For every SMS of the collection and every mail of the SpamAssassin sample under `datasets_dir()`: the model text
-with normalization (text version 3) against without it (`message_text(..., normalize=False)`), and counts of
+with normalization (`TEXT_VERSION`) against without it (`message_text(..., normalize=False)`), and counts of
 what differs: per message, the characters that went and the characters that came. Then the leetspeak step on its
 own (`normalize.undo_leetspeak`, which keeps every character's place) over the text without normalization: how
 many messages of each kind and label it changes, and every word it rewrites."""
@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import sys
 
-from spamguard.message_text import message_text
+from spamguard.message_text import TEXT_VERSION, message_text
 from spamguard.normalize import undo_leetspeak
 from spamguard.paths import datasets_dir
 
@@ -38,7 +38,7 @@ def main() -> int:
         print(f"{kind}: {changed} of {len(items)} changed by normalization (messages: characters gone -> came)")
         for reason, count in reasons.most_common(30):
             print(f"  {count:5d}  {reason}")
-    print("leetspeak step (text version 3) on the text without normalization:")
+    print(f"leetspeak step (text version {TEXT_VERSION}) on the text without normalization:")
     words: collections.Counter[tuple[str, str, str]] = collections.Counter()
     for kind, items, label_of in (("SMS", sms, labels), ("mail", mails, [p.parent.name for p in mails])):
         changed, totals = collections.Counter(), collections.Counter(label_of)

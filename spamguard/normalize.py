@@ -27,7 +27,10 @@ rare tokens, while the person reading sees the same word. `normalize_text` undoe
    more letters and digits by a separator (a file name, path, address or version); a word of the shapes that
    names, numbers and SMS spelling take ("pop3", "5am", "4the") only becomes one of the `COMMON_WORDS` most
    frequent words ("4nd" -> "and", "tha7" -> "that"; "pope", "sam" are not among them), and a word of one letter
-   only one of the `VERY_COMMON_WORDS` ("7h3" -> "the"; "X11" and "100k" stay).
+   only one of the `VERY_COMMON_WORDS` ("X11" and "100k" stay), or of the `COMMON_WORDS` when digits stand on both
+   sides of it ("7h3" -> "the", "54m3" -> "same": no unit or name is written so). A word of no such shape that
+   starts with a capital or is all capitals may also become a word GPT-2 holds only capitalised ("Q4t4r" ->
+   "Qatar", "4UGU5T" -> "AUGUST"): names, months and places, which no lower-case word gives back.
    Case follows the word: "FR33" -> "FREE". What this changes in the public corpora, word by word, is in
    docs/robustness.md.
 
@@ -94,11 +97,11 @@ _LEET_WORD = regex.compile(
 )
 # The shapes names, numbers and SMS spelling take: up to three letters and a final digit ("pop3", "MI5"), digits
 # and at most two letters ("5am", "1st", "10am"), texting's "4" for "for" before three letters ("4the"), two
-# leading digits ("30min"). Such a word is undone only into one of the `COMMON_WORDS` most frequent known words:
-# "4nd" -> "and", "571ll" -> "still", "tha7" -> "that", but "pop3", "Set5", "5am" stay ("pope", "sets", "sam" are
-# not among them). A word of one letter ("X11", "100k", "7h3") only into one of the `VERY_COMMON_WORDS`: "7h3" ->
-# "the", but not "xii" or "look".
-_AMBIGUOUS = regex.compile(r"[A-Za-z]{1,3}[013457]|[0-9]+[A-Za-z]{1,2}|4[A-Za-z]{3}|[0-9]{2}.*")
+# leading digits and letters ("30min"). Such a word is undone only into one of the `COMMON_WORDS` most frequent
+# known words: "4nd" -> "and", "571ll" -> "still", "tha7" -> "that", but "pop3", "Set5", "5am" stay ("pope",
+# "sets", "sam" are not among them). A word of one letter ("X11", "100k") only into one of the `VERY_COMMON_WORDS`
+# (not "xii" or "look"), or when it starts and ends with digits ("7h3", "54m3") one of the `COMMON_WORDS`.
+_AMBIGUOUS = regex.compile(r"[A-Za-z]{1,3}[013457]|[0-9]+[A-Za-z]{1,2}|4[A-Za-z]{3}|[0-9]{2}[A-Za-z]+")
 COMMON_WORDS = 1000
 VERY_COMMON_WORDS = 100
 # The digits leetspeak writes for letters ("1" for "i" or "l"): the one table that undoing it here and imitating it
@@ -116,29 +119,37 @@ def undo_leetspeak(text: str) -> str:
 
 def _unleet_word(match: regex.Match[str]) -> str:
     word = match.group()
-    ranks = _word_ranks()
+    ranks, capitalised = _word_ranks()
     if sum(c.isalpha() for c in word) == 1:
-        limit = VERY_COMMON_WORDS
+        # a letter between digits ("54m3", "7h3") is no unit or name ("100k", "X11")
+        limit = COMMON_WORDS if word[0].isdigit() and word[-1].isdigit() else VERY_COMMON_WORDS
     elif _AMBIGUOUS.fullmatch(word):
         limit = COMMON_WORDS
     else:
         limit = len(ranks)
     lower = word.lower()
+    shouted = all(c.isupper() for c in word if c.isalpha())
     for table in (_AS_I, _AS_L) if "1" in word else (_AS_I,):
         candidate = lower.translate(table)
         if ranks.get(candidate, limit) < limit:
-            if all(c.isupper() for c in word if c.isalpha()):
-                return candidate.upper()
-            return "".join(c if c.isalpha() else new for c, new in zip(word, candidate, strict=True))
-    return word
+            break
+        if limit == len(ranks) and (shouted or word[0].isupper()) and candidate.capitalize() in capitalised:
+            candidate = candidate.capitalize()
+            break
+    else:
+        return word
+    if shouted:
+        return candidate.upper()
+    return "".join(c if c.isalpha() else new for c, new in zip(word, candidate, strict=True))
 
 
 @cache
-def _word_ranks() -> dict[str, int]:
-    """Built on the first word that looks like leetspeak: most messages have none."""
-    from spamguard.known_words import KNOWN_WORDS
+def _word_ranks() -> tuple[dict[str, int], frozenset[str]]:
+    """The known words' ranks, and the capitalised words. Built on the first word that looks like leetspeak: most
+    messages have none."""
+    from spamguard.known_words import CAPITALISED_WORDS, KNOWN_WORDS
 
-    return {word: rank for rank, word in enumerate(KNOWN_WORDS)}
+    return {word: rank for rank, word in enumerate(KNOWN_WORDS)}, frozenset(CAPITALISED_WORDS)
 
 
 def _nfkc(text: str) -> str:

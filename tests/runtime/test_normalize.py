@@ -95,6 +95,8 @@ def test_committed_lookalike_table_matches_the_confusables_data() -> None:
         ("4nd tha7 571ll 7h3", "and that still the"),  # number-like shapes, into common words
         ("(fr33) 'm0n3y' fr33.", "(free) 'money' free."),
         ("Clаim yоur fr33 priz3", "Claim your free prize"),  # look-alikes and digits in one word list
+        ("in 4UGU5T, Q4t4r 4nd N0k14", "in AUGUST, Qatar and Nokia"),  # names GPT-2 holds only capitalised
+        ("54m3 74k3 53ek1ng", "same take seeking"),  # a letter between digits, digits inside: no number's shape
     ],
 )
 def test_leetspeak_into_known_words(disguised: str, plain: str) -> None:
@@ -106,6 +108,8 @@ def test_leetspeak_into_known_words(disguised: str, plain: str) -> None:
     [
         "mp3 md5 4gb 4x4 win32 b2b covid19 gr8",  # no known word, or a digit that imitates no letter
         "pop3 Set5 MI5 sha1 ps3 X11 100k [14B]",  # names and numbers: "pope", "sets" are not common enough
+        "L30 T40 05l0",  # a word of a number's shape never becomes a capitalised word ("Leo", "Tao", "Oslo")
+        "n0k14 15414h",  # written in lower case: no capital to go on ("Nokia", "Isaiah")
         "5am 10am 1st 3rd 4th 150p 30min",  # times, ordinals, quantities
         "apg-1.2.13-fr1.i386.rpm ww3.example.com a/fr33/b fr33-m0n3y http://fr33.com a3f5e0b1",
     ],
@@ -116,8 +120,9 @@ def test_digits_that_are_not_leetspeak_stay(text: str) -> None:
 
 def test_leetspeak_disguise_is_mostly_undone() -> None:
     """Leetspeak is not reversible (is "5" an "s" or a five?): of the words the disguise changes in the
-    committed messages, most come back (84.5%); what stays is names ("Ind1a"), words that are not GPT-2 tokens
-    and number-shaped words outside the most frequent ("rul3", "u53")."""
+    committed messages, most come back (87.1%; 84.5% in text version 3, before names and a letter between digits);
+    what stays is names in lower case, words that are not GPT-2 tokens and number-shaped words outside the most
+    frequent ("rul3", "u53")."""
     changed = undone = 0
     for index, message in enumerate([p.read_bytes() for p in MAILS] + SMS):
         disguised = apply("leetspeak", message, random.Random(f"7:leet:{index}"))
@@ -128,7 +133,7 @@ def test_leetspeak_disguise_is_mostly_undone() -> None:
             for plain, leet, read in zip(before, after, seen, strict=True):
                 changed += plain != leet
                 undone += plain != leet and read.lower() == plain.lower()
-    assert changed > 10_000 and undone / changed > 0.8, (undone, changed)
+    assert changed > 10_000 and undone / changed > 0.86, (undone, changed)
 
 
 def test_committed_known_words_match_gpt2_vocabulary() -> None:
@@ -142,8 +147,11 @@ def test_committed_known_words_match_gpt2_vocabulary() -> None:
     spec = importlib.util.spec_from_file_location("make_known_words", tool)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    assert module.build() == KNOWN_WORDS
+    from spamguard.known_words import CAPITALISED_WORDS
+
+    assert module.build() == (KNOWN_WORDS, CAPITALISED_WORDS)
     assert KNOWN_WORDS[:3] == ("the", "and", "that") and "free" in KNOWN_WORDS
+    assert "August" in CAPITALISED_WORDS and "Nokia" in CAPITALISED_WORDS and "The" not in CAPITALISED_WORDS
 
 
 def test_disguises_are_seeded() -> None:
