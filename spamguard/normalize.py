@@ -129,11 +129,13 @@ def _unleet_word(match: regex.Match[str]) -> str:
         limit = len(ranks)
     lower = word.lower()
     shouted = all(c.isupper() for c in word if c.isalpha())
+    # a name only from a word of no number's shape, written with a capital
+    names = capitalised if limit == len(ranks) and (shouted or word[0].isupper()) else frozenset()
     for table in (_AS_I, _AS_L) if "1" in word else (_AS_I,):
         candidate = lower.translate(table)
         if ranks.get(candidate, limit) < limit:
             break
-        if limit == len(ranks) and (shouted or word[0].isupper()) and candidate.capitalize() in capitalised:
+        if candidate.capitalize() in names:
             candidate = candidate.capitalize()
             break
     else:

@@ -297,8 +297,9 @@ def lr_factor(schedule: str, steps: int) -> Callable[[int], float]:
 
 
 def check_schedule(lr_schedule: str, max_grad_norm: float | None) -> None:
-    """The schedule and clipping options, checked once for every training loop (the model's and the student's),
-    before any data is read or any weight moves."""
+    """The schedule and clipping options, checked for every training loop (the model's and the student's) where
+    its `Steps` are built, before any weight moves; `distill` also checks them before it reads any data, and the
+    command-line options refuse bad values as they are parsed."""
     lr_factor(lr_schedule, 1)
     if max_grad_norm is not None and not max_grad_norm > 0:  # NaN too
         raise TrainingError("--max-grad-norm must be above 0")

@@ -141,14 +141,12 @@ def test_committed_known_words_match_gpt2_vocabulary() -> None:
     import importlib.util
     from pathlib import Path
 
-    from spamguard.known_words import KNOWN_WORDS
+    from spamguard.known_words import CAPITALISED_WORDS, KNOWN_WORDS
 
     tool = Path(__file__).resolve().parents[2] / "tools" / "make_known_words.py"
     spec = importlib.util.spec_from_file_location("make_known_words", tool)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    from spamguard.known_words import CAPITALISED_WORDS
-
     assert module.build() == (KNOWN_WORDS, CAPITALISED_WORDS)
     assert KNOWN_WORDS[:3] == ("the", "and", "that") and "free" in KNOWN_WORDS
     assert "August" in CAPITALISED_WORDS and "Nokia" in CAPITALISED_WORDS and "The" not in CAPITALISED_WORDS
