@@ -10,6 +10,7 @@ import click
 
 from spamguard.cli.training_options import schedule_options
 from spamguard.training.defaults import (
+    DEFAULT_AUGMENT_LEETSPEAK,
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_LR,
@@ -105,10 +106,10 @@ class TrainableType(click.ParamType):
 @click.option(
     "--augment-leetspeak",
     type=click.FloatRange(min=0.0, max=1.0),
-    default=0.0,
+    default=DEFAULT_AUGMENT_LEETSPEAK,
     show_default=True,
     metavar="SHARE",
-    help="Also train on a leetspeak copy (letters as digits) of this share of the training messages.",
+    help="Also train on a leetspeak copy (letters as digits) of this share of the training messages; 0: none.",
 )
 @click.option(
     "--max-tokens",
