@@ -53,7 +53,7 @@ _FEED_CHARS = 4096  # the parser is fed this much at a time, so it can stop soon
 # 1: the text as extracted; 2: normalized (`spamguard.normalize`) and without hidden HTML (`spamguard.html_text`);
 # 3: leetspeak undone too ("fr33" -> "free", step 5 of `spamguard.normalize`); 4: leetspeak also undone into
 # capitalised words ("4UGU5T" -> "AUGUST") and in words with a letter between digits ("54m3" -> "same").
-TEXT_VERSION = 5
+TEXT_VERSION = 4
 MAIL, SMS = "mail", "sms"  # the two kinds of message (see `message_kind`)
 KINDS = (MAIL, SMS)
 

@@ -27,15 +27,12 @@ rare tokens, while the person reading sees the same word. `normalize_text` undoe
    more letters and digits by a separator (a file name, path, address or version); a word of the shapes that
    names, numbers and SMS spelling take ("pop3", "5am", "4the") only becomes one of the `COMMON_WORDS` most
    frequent words ("4nd" -> "and", "tha7" -> "that"; "pope", "sam" are not among them), and a word of one letter
-   only one of the `COMMON_WORDS` ("g07" -> "got", "7h3" -> "the"; "X11" stays), or of the `VERY_COMMON_WORDS`
-   when it starts with digits and ends with its letter ("100k", "[14B]": amounts and sizes). A word of no such
-   shape that starts with a capital, is all capitals, or starts with a digit and has no capital may also become a
-   word GPT-2 holds only capitalised ("Q4t4r" -> "Qatar", "4UGU5T" -> "AUGUST", "53p73mb3r" -> "September"):
-   names, months and places, which no lower-case word gives back. A word that no list gives back is still undone
-   when its digits stand alone between letters, in lower case or capitalised ("l0r" -> "lor", "Sp4mb4y3s" ->
-   "Spambayes"; 1 reads as i): codes, units and versions put digits at a word's end or start, or beside other
-   digits or capitals ("mp3s", "Max10mins", "N3kk1D" stay). Case follows the word: "FR33" -> "FREE". What this
-   changes in the public corpora, word by word, is in docs/robustness.md.
+   only one of the `VERY_COMMON_WORDS` ("X11" and "100k" stay), or of the `COMMON_WORDS` when digits stand on both
+   sides of it ("7h3" -> "the", "54m3" -> "same": no unit or name is written so). A word of no such shape that
+   starts with a capital or is all capitals may also become a word GPT-2 holds only capitalised ("Q4t4r" ->
+   "Qatar", "4UGU5T" -> "AUGUST"): names, months and places, which no lower-case word gives back.
+   Case follows the word: "FR33" -> "FREE". What this changes in the public corpora, word by word, is in
+   docs/robustness.md.
 
 The result is idempotent (normalizing twice changes nothing), so text that is already normalized (an `Example`
 from `spamguard.mail_sources`) can go through again. Time is linear in the text."""
@@ -102,8 +99,8 @@ _LEET_WORD = regex.compile(
 # and at most two letters ("5am", "1st", "10am"), texting's "4" for "for" before three letters ("4the"), two
 # leading digits and letters ("30min"). Such a word is undone only into one of the `COMMON_WORDS` most frequent
 # known words: "4nd" -> "and", "571ll" -> "still", "tha7" -> "that", but "pop3", "Set5", "5am" stay ("pope",
-# "sets", "sam" are not among them). A word of one letter too ("g07", "7h3", "54m3"; not "X11" into "xii"), but
-# an amount or size ("100k", "14B": digits, then the letter) only into one of the `VERY_COMMON_WORDS` (not "look").
+# "sets", "sam" are not among them). A word of one letter ("X11", "100k") only into one of the `VERY_COMMON_WORDS`
+# (not "xii" or "look"), or when it starts and ends with digits ("7h3", "54m3") one of the `COMMON_WORDS`.
 _AMBIGUOUS = regex.compile(r"[A-Za-z]{1,3}[013457]|[0-9]+[A-Za-z]{1,2}|4[A-Za-z]{3}|[0-9]{2}[A-Za-z]+")
 COMMON_WORDS = 1000
 VERY_COMMON_WORDS = 100
@@ -112,8 +109,6 @@ VERY_COMMON_WORDS = 100
 LEET_DIGITS = {"0": "o", "1": "il", "3": "e", "4": "a", "5": "s", "7": "t"}
 _AS_I = str.maketrans({digit: letters[0] for digit, letters in LEET_DIGITS.items()})
 _AS_L = str.maketrans({digit: letters[-1] for digit, letters in LEET_DIGITS.items()})
-# A word no list gives back, undone all the same: lower case or capitalised, each digit alone between letters.
-_INTERIOR_DIGITS = regex.compile(r"[A-Za-z][a-z]*(?:[013457][a-z]+)+")
 
 
 def undo_leetspeak(text: str) -> str:
@@ -126,17 +121,16 @@ def _unleet_word(match: regex.Match[str]) -> str:
     word = match.group()
     ranks, capitalised = _word_ranks()
     if sum(c.isalpha() for c in word) == 1:
-        # digits, then a letter: an amount or size ("100k", "14B"), not a word
-        limit = VERY_COMMON_WORDS if word[0].isdigit() and word[-1].isalpha() else COMMON_WORDS
+        # a letter between digits ("54m3", "7h3") is no unit or name ("100k", "X11")
+        limit = COMMON_WORDS if word[0].isdigit() and word[-1].isdigit() else VERY_COMMON_WORDS
     elif _AMBIGUOUS.fullmatch(word):
         limit = COMMON_WORDS
     else:
         limit = len(ranks)
     lower = word.lower()
     shouted = all(c.isupper() for c in word if c.isalpha())
-    # a name only from a word of no number's shape, written with a capital or with its first letter a digit
-    spelled_as_name = shouted or word[0].isupper() or (word[0].isdigit() and lower == word)
-    names = capitalised if limit == len(ranks) and spelled_as_name else frozenset()
+    # a name only from a word of no number's shape, written with a capital
+    names = capitalised if limit == len(ranks) and (shouted or word[0].isupper()) else frozenset()
     for table in (_AS_I, _AS_L) if "1" in word else (_AS_I,):
         candidate = lower.translate(table)
         if ranks.get(candidate, limit) < limit:
@@ -145,9 +139,7 @@ def _unleet_word(match: regex.Match[str]) -> str:
             candidate = candidate.capitalize()
             break
     else:
-        if not _INTERIOR_DIGITS.fullmatch(word) or (word.endswith("s") and _AMBIGUOUS.fullmatch(word[:-1])):
-            return word  # ("mp3s": the plural of a shape held back above)
-        candidate = lower.translate(_AS_I)
+        return word
     if shouted:
         return candidate.upper()
     return "".join(c if c.isalpha() else new for c, new in zip(word, candidate, strict=True))

@@ -28,9 +28,3 @@ WARMUP_SHARE = 0.05
 # against the constant rate on one teacher in docs/cascade.md ("The student's learning rate").
 STUDENT_LR_SCHEDULE = "cosine"
 STUDENT_MAX_GRAD_NORM = 1.0
-
-# --augment-leetspeak: `spamguard train` also trains on leetspeak copies of half the training messages. Without
-# them, models trained on text version 5 flagged 1.3 (SMS) and 5.1 (mail) points more of the benchmark's
-# leetspeak ham than of the same ham written plainly; with them 0.3 and -0.1, for about 40% more training time
-# (docs/robustness.md, "Text version 5"). `TrainSettings` keeps 0 (no copies): the benchmarks train what they state.
-DEFAULT_AUGMENT_LEETSPEAK = 0.5

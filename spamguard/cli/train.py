@@ -10,7 +10,6 @@ import click
 
 from spamguard.cli.training_options import schedule_options
 from spamguard.training.defaults import (
-    DEFAULT_AUGMENT_LEETSPEAK,
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_LR,
@@ -106,10 +105,10 @@ class TrainableType(click.ParamType):
 @click.option(
     "--augment-leetspeak",
     type=click.FloatRange(min=0.0, max=1.0),
-    default=DEFAULT_AUGMENT_LEETSPEAK,
+    default=0.0,
     show_default=True,
     metavar="SHARE",
-    help="Also train on a leetspeak copy (letters as digits) of this share of the training messages; 0: none.",
+    help="Also train on a leetspeak copy (letters as digits) of this share of the training messages.",
 )
 @click.option(
     "--max-tokens",

@@ -97,9 +97,6 @@ def test_committed_lookalike_table_matches_the_confusables_data() -> None:
         ("Clаim yоur fr33 priz3", "Claim your free prize"),  # look-alikes and digits in one word list
         ("in 4UGU5T, Q4t4r 4nd N0k14", "in AUGUST, Qatar and Nokia"),  # names GPT-2 holds only capitalised
         ("54m3 74k3 53ek1ng", "same take seeking"),  # a letter between digits, digits inside: no number's shape
-        ("g07 t00 s33", "got too see"),  # one letter, then digits: common words too, since text version 5
-        ("53p73mb3r 4m3r1c4n", "September American"),  # a name's capital written as a digit
-        ("l0r Sp4mb4y3s h4x0r", "lor Spambayes haxor"),  # no list holds them: digits alone between letters
     ],
 )
 def test_leetspeak_into_known_words(disguised: str, plain: str) -> None:
@@ -114,7 +111,6 @@ def test_leetspeak_into_known_words(disguised: str, plain: str) -> None:
         "L30 T40 05l0",  # a word of a number's shape never becomes a capitalised word ("Leo", "Tao", "Oslo")
         "n0k14 15414h",  # written in lower case: no capital to go on ("Nokia", "Isaiah")
         "5am 10am 1st 3rd 4th 150p 30min",  # times, ordinals, quantities
-        "mp3s Max10mins N3kk1D W1J P3",  # a plural of a held-back shape; digits beside digits or capitals
         "apg-1.2.13-fr1.i386.rpm ww3.example.com a/fr33/b fr33-m0n3y http://fr33.com a3f5e0b1",
     ],
 )
@@ -124,9 +120,9 @@ def test_digits_that_are_not_leetspeak_stay(text: str) -> None:
 
 def test_leetspeak_disguise_is_mostly_undone() -> None:
     """Leetspeak is not reversible (is "5" an "s" or a five?): of the words the disguise changes in the
-    committed messages, most come back (90.6%; 87.1% in text version 4, before digits alone between letters;
-    84.5% in version 3, before names); what stays is words joined by separators, names in lower case, and words
-    that are not GPT-2 tokens with a digit at their start or end ("pl5", "4ight")."""
+    committed messages, most come back (87.1%; 84.5% in text version 3, before names and a letter between digits);
+    what stays is names in lower case, words that are not GPT-2 tokens and number-shaped words outside the most
+    frequent ("rul3", "u53")."""
     changed = undone = 0
     for index, message in enumerate([p.read_bytes() for p in MAILS] + SMS):
         disguised = apply("leetspeak", message, random.Random(f"7:leet:{index}"))
@@ -137,7 +133,7 @@ def test_leetspeak_disguise_is_mostly_undone() -> None:
             for plain, leet, read in zip(before, after, seen, strict=True):
                 changed += plain != leet
                 undone += plain != leet and read.lower() == plain.lower()
-    assert changed > 10_000 and undone / changed > 0.89, (undone, changed)
+    assert changed > 10_000 and undone / changed > 0.86, (undone, changed)
 
 
 def test_committed_known_words_match_gpt2_vocabulary() -> None:

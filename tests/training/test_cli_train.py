@@ -23,7 +23,6 @@ from spamguard.metrics import binary_metrics
 from spamguard.paths import datasets_dir
 from spamguard.tokenizer import load_encoding
 from spamguard.training import public_data
-from spamguard.training.defaults import DEFAULT_AUGMENT_LEETSPEAK
 from spamguard.training.package import onnx_scores
 from spamguard.training.pipeline import tokenize
 from spamguard.training.sources import Sources, read_splits
@@ -92,8 +91,6 @@ def test_train_tiny_model_on_real_sms_file(checkpoint: Path, one_thread: object)
     assert f"prefix precision: {choice['chosen']} ({choice['reason']})" in result.stdout
     assert choice["probe"]["shape"] == [256, 32, 96] and choice["probe"]["fp32_s"] > 0
     assert training["seconds"]["train"] > 0 and training["split"]["test"] == {"ham": 95, "spam": 15}
-    assert training["augment_leetspeak"] == 0.5  # the default: leetspeak copies of half the training messages
-    assert re.search(r"augmentation: \d+ leetspeak copies of the 380 training messages \(share 0\.5\)", result.stdout)
     assert training["split_by_kind"] == {"sms": training["split"]} and list(training["class_weights"]) == ["sms"]
     assert m["export"]["parity_max_abs_logit_diff"] <= 1e-4
     agreement = m["metrics"]["int8_agreement"]
@@ -218,8 +215,6 @@ def test_the_cli_defaults_are_the_recipes() -> None:
     recipe = TrainSettings()
     for name in ("trainable", "epochs", "batch_size", "lr", "seed"):
         assert defaults[name] == getattr(recipe, name), name
-    # the one default on purpose apart: `train` adds leetspeak copies, a benchmark's recipe only when it says so
-    assert (defaults["augment_leetspeak"], recipe.augment_leetspeak) == (DEFAULT_AUGMENT_LEETSPEAK, 0.0)
     probe = "import sys, spamguard.cli.train; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
 
@@ -343,12 +338,12 @@ def test_train_on_both_kinds_with_a_threshold_per_kind(tmp_path: Path, one_threa
         *("--data", str(sms), "--ham", str(ham), "--spam", str(spam)),
         *("--max-fpr", "mail=0", "--threshold", "sms=0.6", "--unsure", "sms=0.4,0.9"),
         *("--epochs", "1", "--max-tokens", "32", "--threads", "1", "--lr", "1e-3", "--out", str(out), "--no-install"),
-        *("--lr-schedule", "cosine", "--max-grad-norm", "1", "--augment-leetspeak", "0"),
+        *("--lr-schedule", "cosine", "--max-grad-norm", "1", "--augment-leetspeak", "0.5"),
     )
     assert result.exit_code == 0, result.output + result.stderr
     m = load_bundle(out).manifest
     assert (m["training"]["lr_schedule"], m["training"]["max_grad_norm"]) == ("cosine", 1.0)
-    assert m["training"]["augment_leetspeak"] == 0 and "leetspeak copies" not in result.output  # 0: none
+    assert m["training"]["augment_leetspeak"] == 0.5 and "leetspeak copies of the" in result.output
     splits, _ = read_splits(Sources(data=sms, ham=(ham,), spam=(spam,)), 123, log=lambda _: None)
     assert m["training"]["split_by_kind"] == splits.counts_by_kind() and list(splits.counts_by_kind()) == [
         "mail",
