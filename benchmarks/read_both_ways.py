@@ -34,6 +34,7 @@ from robustness.disguises import DISGUISES  # noqa: E402
 
 import spamguard.message_text  # noqa: E402
 from spamguard.datasets import HAM, SPAM  # noqa: E402
+from spamguard.errors import DataError  # noqa: E402
 from spamguard.paths import datasets_dir  # noqa: E402
 
 TODAY = spamguard.message_text.normalize_text
@@ -50,7 +51,12 @@ def normalize_at(rev: str, scratch: Path) -> ModuleType:
     path.write_text(shown.stdout, encoding="utf-8")
     spec = importlib.util.spec_from_file_location("normalize_at_rev", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except ImportError as error:  # it needs a module today's spamguard no longer has
+        raise SystemExit(f"read_both_ways: spamguard/normalize.py at {rev!r} does not load here: {error}") from None
+    if not callable(getattr(module, "normalize_text", None)):
+        raise SystemExit(f"read_both_ways: spamguard/normalize.py at {rev!r} has no normalize_text")
     return module
 
 
@@ -76,6 +82,8 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="spamguard-read-both-ways-"))
     try:
         compare(args, scratch)
+    except DataError as error:  # e.g. a --limit too small for every part to hold both labels
+        raise SystemExit(f"read_both_ways: {error}") from None
     finally:
         spamguard.message_text.normalize_text = TODAY
         shutil.rmtree(scratch, ignore_errors=True)
