@@ -152,22 +152,30 @@ def score_baseline(method: object, messages: list[str | bytes], labels: list[int
     return np.asarray(method.score(examples), dtype=np.float64)  # type: ignore[attr-defined]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "robustness")
+def add_training_arguments(
+    parser: argparse.ArgumentParser, *, epochs: int, n_layer: int, n_head: int, n_embd: int
+) -> None:
+    """The options `load_parts` and `train_spamguard` read, with a script's own default model size: one list for
+    every script that trains the way this benchmark does (`read_both_ways.py` too)."""
     parser.add_argument("--data", type=Path, default=None, help="data sets folder (default: datasets_dir())")
     parser.add_argument("--seed", type=int, default=1, help="training and disguise seed")
     parser.add_argument("--split-seed", type=int, default=123)
     parser.add_argument("--limit", type=int, default=None, help="messages per kind (a tiny check run)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--n-layer", type=int, default=4)
-    parser.add_argument("--n-head", type=int, default=4)
-    parser.add_argument("--n-embd", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--n-layer", type=int, default=n_layer)
+    parser.add_argument("--n-head", type=int, default=n_head)
+    parser.add_argument("--n-embd", type=int, default=n_embd)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-fpr", action="append", default=[], help="as spamguard train --max-fpr (repeatable)")
-    parser.add_argument("--no-baselines", action="store_true")
     add_schedule_arguments(parser)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "robustness")
+    add_training_arguments(parser, epochs=5, n_layer=4, n_head=4, n_embd=256)
+    parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"spamguard models to train, of {', '.join(VARIANTS)}"
     )

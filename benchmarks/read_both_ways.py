@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_robustness as bench  # noqa: E402
-from offline_recipe import add_schedule_arguments  # noqa: E402
 from robustness.disguises import DISGUISES  # noqa: E402
 
 import spamguard.message_text  # noqa: E402
@@ -64,21 +63,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--against", required=True, help="a git revision whose spamguard/normalize.py to compare")
     parser.add_argument("--train-with", choices=("today", "against"), default="today", help="the reading trained on")
-    parser.add_argument("--seed", type=int, default=1, help="training and disguise seed")
-    parser.add_argument("--split-seed", type=int, default=123)
-    parser.add_argument("--limit", type=int, default=None, help="messages per kind (a tiny check run)")
     parser.add_argument("--disguises", default="leetspeak", help=f"comma-separated, of {', '.join(DISGUISES)}")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--n-layer", type=int, default=2)
-    parser.add_argument("--n-head", type=int, default=2)
-    parser.add_argument("--n-embd", type=int, default=128)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=None)
-    add_schedule_arguments(parser)
+    bench.add_training_arguments(parser, epochs=3, n_layer=2, n_head=2, n_embd=128)
     args = parser.parse_args()
     if unknown := set(args.disguises.split(",")) - set(DISGUISES):
         parser.error(f"unknown disguise(s) {', '.join(sorted(unknown))}: use {', '.join(DISGUISES)}")
-    args.data, args.max_fpr = datasets_dir(), []
+    args.data = args.data or datasets_dir()
     scratch = Path(tempfile.mkdtemp(prefix="spamguard-read-both-ways-"))
     try:
         compare(args, scratch)
@@ -98,10 +88,11 @@ def compare(args: argparse.Namespace, scratch: Path) -> None:
         spamguard.message_text.normalize_text = readings[name]
 
     parts = bench.load_parts(args.data, args.split_seed, args.limit)
-    read_with("today" if args.train_with == "today" else args.against)
+    trained_on = "today" if args.train_with == "today" else args.against
+    read_with(trained_on)
     train = bench.texts([e for p in parts.values() for e in p[0]], True)
     validation = bench.texts([e for p in parts.values() for e in p[1]], True)
-    print(f"training on text read by {'today' if args.train_with == 'today' else args.against}'s normalize", flush=True)
+    print(f"training on text read by {trained_on}'s normalize", flush=True)
     model = bench.train_spamguard(train, validation, args, scratch / "model")
     for kind, (_train, _validation, test) in parts.items():
         labels = np.array([e.label for e in test])
