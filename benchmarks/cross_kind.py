@@ -48,12 +48,14 @@ from spamguard.mail_sources import read_labelled
 from spamguard.message_text import KINDS
 from spamguard.metrics import binary_metrics, threshold_for_fpr
 from spamguard.thresholds import ThresholdOptions, threshold_rule
+from spamguard.tokenizer import load_encoding
 from spamguard.training.data import Splits
 from spamguard.training.defaults import LR_SCHEDULES
+from spamguard.training.gpt2 import GPT2Classifier
 from spamguard.training.imbalance import stratified_splits
-from spamguard.training.pipeline import Job, model_files, run
+from spamguard.training.pipeline import Job, model_files, run, tokenize
 from spamguard.training.public_data import bpe_files, sms_collection, spamassassin
-from spamguard.training.recipe import TrainSettings
+from spamguard.training.recipe import TokenData, TrainSettings, evaluate
 
 OPERATING_FPR = 0.005  # the "recall at validation-chosen FPR <= 0.5%" column
 SETS = {"sms": ("sms",), "mail": ("mail",), "both": ("mail", "sms")}  # training set -> kinds it holds
@@ -135,6 +137,25 @@ def load_split(split_seed: int, per_group: int | None, log: Callable[[str], None
     if per_group:
         examples = subset(examples, per_group, split_seed)
     return examples, reports, stratified_splits(examples, split_seed)
+
+
+def epoch_scorer(splits: Splits, job: Job) -> tuple[list[dict[str, Any]], Callable[[int, GPT2Classifier], None]]:
+    """A list that fills with every epoch's validation and test scores (torch, fp32, the texts tokenized as the
+    pipeline does), and the `on_epoch` hook that fills it: `benchmarks/epoch_rules.py` then applies other ways of
+    choosing the kept epoch to the same training runs."""
+    files = model_files(job)
+    encoding = load_encoding(files.encoder_json, files.vocab_bpe)
+    parts = {
+        part: TokenData(tokenized.token_lists, tokenized.labels)
+        for part, examples in (("validation", splits.validation), ("test", splits.test))
+        for tokenized in [tokenize(examples, encoding, job.max_tokens)]
+    }
+    epochs: list[dict[str, Any]] = []
+
+    def on_epoch(epoch: int, model: GPT2Classifier) -> None:
+        epochs.append({"epoch": epoch} | {part: evaluate(model, data).scores.tolist() for part, data in parts.items()})
+
+    return epochs, on_epoch
 
 
 MATCHED_HAM = (0, 1, 2)
@@ -280,6 +301,10 @@ def main() -> int:
     parser.add_argument("--subset", type=int, default=None, help="at most N messages per kind and label (a check)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 on a busy machine)")
     parser.add_argument(
+        "--every-epoch", action="store_true",
+        help="also record every epoch's validation and test scores (for benchmarks/epoch_rules.py)",
+    )  # fmt: skip
+    parser.add_argument(
         "--merge", type=Path, nargs="+", default=None, metavar="JSON",
         help="train nothing: one report from the runs of earlier cross_kind.json files (seeds run at other times)",
     )  # fmt: skip
@@ -343,6 +368,7 @@ def main() -> int:
             f"[{step}/{total}] training on {name} (seed {seed}): {len(train_splits.train)} training messages",
             flush=True,
         )
+        epochs, on_epoch = epoch_scorer(splits, job) if args.every_epoch else ([], None)
         t0 = time.perf_counter()
         report = run(
             job,
@@ -351,9 +377,11 @@ def main() -> int:
             threshold_rule=rule,
             log=lambda _line: None,
             files=model_files(job),
+            on_epoch=on_epoch,
         )
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0  # with --every-epoch, the scoring of every epoch too
         scored, precision = score_parts(report.bundle, splits)
+        training = load_bundle(report.bundle).manifest["training"]
         tested = {kind: figures(scored, splits, kind) for kind in KINDS}
         runs.append(
             {
@@ -366,8 +394,10 @@ def main() -> int:
                 "scores": {part: scored[part].tolist() for part in ("validation", "test")},
                 "thresholds": scored["thresholds"],
                 # the epochs as validation saw them: whether a run converged, or fell back and was rescued
-                "history": load_bundle(report.bundle).manifest["training"]["history"],
+                "history": training["history"],
+                "best_epoch": training["best_epoch"],
             }
+            | ({"epochs": epochs} if args.every_epoch else {})
         )
         args.out.mkdir(parents=True, exist_ok=True)  # after every run, so a stopped job keeps what it measured
         (args.out / "cross_kind.json").write_text(

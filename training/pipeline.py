@@ -264,10 +264,11 @@ def run(
     threshold_rule: ThresholdRule | None = None,
     log: Callable[[str], None] = print,
     files: ModelFiles | None = None,
+    on_epoch: Callable[[int, GPT2Classifier], None] | None = None,
 ) -> TrainReport:
     """The whole job on `splits` (described by `data_source` in the manifest). `threshold_rule` chooses each
     kind's threshold from its validation scores (default: 0.5); `files` are the model's files when they were
-    already found (`model_files`), as `spamguard train` does before reading any data."""
+    already found (`model_files`), as `spamguard train` does before reading any data; `on_epoch` as `train`'s."""
     began = time.perf_counter()
     seconds: dict[str, float] = {}
     output = plan_output(job)
@@ -329,7 +330,7 @@ def run(
         )
         seconds["prefix_cache"] = cache_info.get("seconds", 0.0)
         try:
-            result = train(model, train_data, val_data, recipe, trainable, log=log)
+            result = train(model, train_data, val_data, recipe, trainable, log=log, on_epoch=on_epoch)
         finally:
             for data in (train_data, val_data):
                 if isinstance(data, CachedData):

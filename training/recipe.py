@@ -334,10 +334,13 @@ def train(
     *,
     log: Callable[[str], None] = print,
     progress: Callable[..., Iterable] = progress_bar,
+    on_epoch: Callable[[int, GPT2Classifier], None] | None = None,
 ) -> TrainResult:
     """AdamW over the trainable parameters for `settings.epochs` epochs, shuffled with the seed, at the rate
     `settings.lr_schedule` gives each step (gradients clipped to `settings.max_grad_norm` when set); validation
-    after every epoch; the best epoch (validation accuracy, then loss) is restored into `model` at the end."""
+    after every epoch; the best epoch (validation accuracy, then loss) is restored into `model` at the end.
+    `on_epoch(epoch, model)` sees each epoch's weights after its validation, before any is restored: how a
+    benchmark scores every epoch, to compare ways of choosing the one kept, from a single training run."""
     if settings.epochs < 1 or settings.batch_size < 1:
         raise TrainingError("--epochs and --batch-size must be at least 1")
     steps = Steps(freeze_for(model, trainable), settings, len(train_data))  # checks the schedule and clipping
@@ -371,6 +374,8 @@ def train(
         seconds = time.perf_counter() - t0
         stats = EpochStats(epoch, float(np.mean(losses)), correct / seen, val.loss, val.accuracy, seconds)
         history.append(stats)
+        if on_epoch is not None:
+            on_epoch(epoch, model)
         improved = best is None or (val.accuracy, -val.loss) > best
         if improved:
             best, best_epoch, best_eval = (val.accuracy, -val.loss), epoch, val
