@@ -98,6 +98,26 @@ def test_best_epoch_is_restored(model: GPT2Classifier) -> None:
     assert result.trainable_parameters == sum(v.numel() for v in result.state.values())
 
 
+def test_on_epoch_sees_each_epochs_own_weights(model: GPT2Classifier) -> None:
+    """The hook must see every epoch's weights (what a benchmark scores to compare epoch choices), not the kept
+    ones: its validation loss of epoch N is the history's, and the training is the same with or without it."""
+    rng = np.random.default_rng(3)
+    tokens = [rng.integers(0, 50256, int(n)).tolist() for n in rng.integers(1, 20, 24)]
+    data = TokenData(tokens, rng.integers(0, 2, 24))
+    settings = TrainSettings(trainable="last-block", epochs=3, batch_size=4, lr=3e-3, seed=0)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    seen: list[tuple[int, float]] = []
+    hooked = train(
+        model, data, data, settings, parse_trainable("last-block", 3), log=lambda _line: None,
+        on_epoch=lambda epoch, m: seen.append((epoch, evaluate(m, data).loss)),
+    )  # fmt: skip
+    assert [epoch for epoch, _loss in seen] == [1, 2, 3]
+    assert [loss for _epoch, loss in seen] == pytest.approx([s.val_loss for s in hooked.history], abs=1e-6)
+    model.load_state_dict(start)
+    plain = train(model, data, data, settings, parse_trainable("last-block", 3), log=lambda _line: None)
+    assert [s.val_loss for s in plain.history] == [s.val_loss for s in hooked.history]
+
+
 def test_checkpoint_is_safetensors_with_config(model: GPT2Classifier, tmp_path: Path) -> None:
     path = save_checkpoint(model, tmp_path / "c.safetensors", only=["head.weight", "head.bias"], metadata={"seed": 1})
     with safe_open(str(path), framework="pt") as f:

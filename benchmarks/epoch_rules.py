@@ -1,0 +1,238 @@
+"""Which epoch should training keep? Ways of choosing it, applied to the same training runs.
+
+    python benchmarks/epoch_rules.py --out DIR RUN.json [RUN.json ...]
+
+Reads `benchmarks/cross_kind.py --every-epoch` results (every epoch's validation and test scores, fp32 torch) and,
+for each rule below, takes the epoch it keeps in each run and scores that epoch as the benchmark scores a
+bundle: each kind's threshold chosen on its own validation part by the product's rule (`--max-fpr` of the runs),
+recall and FPR on the test part at it, and recall at the threshold that gives FPR <= 0.5% on validation. Rows are
+the issue-9 pairs (a model tested on a kind it trained on); the checks are issue 9's.
+
+Rules (ties go to the lower weighted validation loss, then to the earlier epoch):
+- accuracy: validation accuracy at 0.5, what `train` keeps today (the runs' own kept epoch, checked);
+- loss: the validation loss, weighted per kind and label as training weights it;
+- balanced: mean validation accuracy at 0.5 over the (kind, label) groups the model trained on;
+- recall: mean over the kinds it trained on of validation recall at that kind's threshold (the product's rule);
+- last: the last epoch.
+
+The rules are judged here on test figures of few runs; a rule picked for its test figures is no longer tested
+independently by them, so any rule adopted from this table needs runs of other seeds to confirm it.
+Writes DIR/epoch_rules.md and prints it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cross_kind import (  # a sibling script, not a package
+    FPR_CEILING,
+    OPERATING_FPR,
+    RECALL_SLACK,
+    SETS,
+    command_line,
+    cpu_name,
+    load_split,
+    mean_sd,
+)
+
+from spamguard.metrics import binary_metrics, threshold_for_fpr
+from spamguard.thresholds import ThresholdOptions, threshold_rule
+from spamguard.training.data import Splits
+
+Rule = Callable[[dict[str, Any], list[dict[str, Any]]], int]  # (run, per-epoch validation figures) -> epoch
+
+
+def kind_rows(splits: Splits, part: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    examples = getattr(splits, part)
+    index = np.array([i for i, e in enumerate(examples) if e.kind == kind])
+    return index, np.array([examples[i].label for i in index])
+
+
+def validation_figures(run: dict[str, Any], splits: Splits, max_fpr: float) -> list[dict[str, Any]]:
+    """Per epoch: the weighted validation loss (history), and per trained kind the group accuracies at 0.5 and
+    the validation recall at the kind's threshold, chosen by the product's rule."""
+    rule = threshold_rule(ThresholdOptions(max_fpr=max_fpr), log=lambda _line: None)
+    figures = []
+    for epoch, stats in zip(run["epochs"], run["history"], strict=True):
+        scores = np.asarray(epoch["validation"])
+        groups, recalls = [], []
+        for kind in SETS[run["set"]]:
+            index, labels = kind_rows(splits, "validation", kind)
+            kind_scores = scores[index]
+            groups += [float(np.mean((kind_scores[labels == label] >= 0.5) == label)) for label in (0, 1)]
+            threshold = rule(kind, labels, kind_scores)[0]
+            recalls.append(binary_metrics(labels, kind_scores, threshold)["recall"])
+        figures.append(
+            {"loss": stats["val_loss"], "accuracy": stats["val_accuracy"], "balanced": statistics.fmean(groups)}
+            | {"recall": statistics.fmean(recalls)}
+        )
+    return figures
+
+
+def best_by(key: str, higher: bool = True) -> Rule:
+    def rule(_run: dict[str, Any], figures: list[dict[str, Any]]) -> int:
+        sign = 1 if higher else -1
+        ranked = sorted(range(len(figures)), key=lambda i: (-sign * figures[i][key], figures[i]["loss"], i))
+        return ranked[0] + 1
+
+    return rule
+
+
+RULES: dict[str, Rule] = {
+    "accuracy": best_by("accuracy"),
+    "loss": best_by("loss", higher=False),
+    "balanced": best_by("balanced"),
+    "recall": best_by("recall"),
+    "last": lambda run, _figures: len(run["epochs"]),
+}
+
+
+def tested(run: dict[str, Any], epoch: int, splits: Splits, kind: str, max_fpr: float) -> dict[str, float]:
+    """Test figures of one epoch's scores on one kind, as `cross_kind.figures` computes them for a bundle."""
+    scores = {part: np.asarray(run["epochs"][epoch - 1][part]) for part in ("validation", "test")}
+    val_index, val_labels = kind_rows(splits, "validation", kind)
+    test_index, test_labels = kind_rows(splits, "test", kind)
+    rule = threshold_rule(ThresholdOptions(max_fpr=max_fpr), log=lambda _line: None)
+    threshold = rule(kind, val_labels, scores["validation"][val_index])[0]
+    operating = threshold_for_fpr(val_labels, scores["validation"][val_index], OPERATING_FPR)
+    at_model = binary_metrics(test_labels, scores["test"][test_index], threshold)
+    at_operating = binary_metrics(test_labels, scores["test"][test_index], operating)
+    return {
+        "fpr": at_model["fpr"],
+        "recall": at_model["recall"],
+        "recall_at_val_fpr": at_operating["recall"],
+        "fpr_at_val_fpr": at_operating["fpr"],
+    }
+
+
+def report(runs: list[dict[str, Any]], splits: Splits, max_fpr: float) -> tuple[list[str], list[str]]:
+    """The table (a row per rule and issue-9 pair) and the checks per rule."""
+    figures = {id(run): validation_figures(run, splits, max_fpr) for run in runs}
+    warnings = [
+        f"warning: {run['set']} seed {run['seed']}: the accuracy rule keeps epoch {kept}, the run kept "
+        f"{run['best_epoch']}"
+        for run in runs
+        if (kept := RULES["accuracy"](run, figures[id(run)])) != run.get("best_epoch", kept)
+    ]
+    header = (
+        "| rule | trained on | tested on | epochs kept (by seed) | recall % at val-FPR ≤ "
+        f"{OPERATING_FPR:.1%} (test FPR %) | FPR % at the model's threshold |"
+    )
+    lines, checks = [header, "|" + "---|" * 6], []
+    for name, rule in RULES.items():
+        results: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for set_name, kinds in SETS.items():
+            chosen = sorted((run["seed"], rule(run, figures[id(run)]), run) for run in runs if run["set"] == set_name)
+            for kind in kinds if chosen else ():
+                rows = [tested(run, epoch, splits, kind, max_fpr) for _seed, epoch, run in chosen]
+                results[set_name, kind] = rows
+                kept = ", ".join(str(epoch) for _seed, epoch, _run in chosen)
+                recall = mean_sd([r["recall_at_val_fpr"] for r in rows])
+                lines.append(
+                    f"| {name} | {set_name} | {kind} | {kept} | {recall} "
+                    f"({mean_sd([r['fpr_at_val_fpr'] for r in rows], digits=2)}) | "
+                    f"{mean_sd([r['fpr'] for r in rows], digits=2)} |"
+                )
+        checks.append(f"- {name}: " + "; ".join(rule_checks(results)))
+    return warnings + lines, [*checks, "", *served_against_fp32(runs, splits, max_fpr)]
+
+
+def served_against_fp32(runs: list[dict[str, Any]], splits: Splits, max_fpr: float) -> list[str]:
+    """How far this table's fp32 scores are from what the runtime served (int8 bundle) for the kept epoch: the
+    gap between a rule's figures and the cross-kind table's is only the rule's where this is small."""
+    same, pairs, worst = 0, 0, 0.0
+    for run in runs:
+        for kind in SETS[run["set"]]:
+            served = run["tested"][kind]["recall_at_val_fpr"]
+            here = tested(run, run["best_epoch"], splits, kind, max_fpr)["recall_at_val_fpr"]
+            pairs += 1
+            same += served == here
+            worst = max(worst, abs(served - here))
+    return [
+        f"The kept epoch scored here (fp32) against the runtime's bundle (int8), recall at val-FPR ≤ "
+        f"{OPERATING_FPR:.1%}: equal in {same} of {pairs} run-and-kind pairs, at most {worst * 100:.1f} points apart."
+    ]
+
+
+def rule_checks(results: dict[tuple[str, str], list[dict[str, float]]]) -> list[str]:
+    def mean(set_name: str, kind: str, key: str) -> float | None:
+        rows = results.get((set_name, kind))
+        return statistics.fmean(r[key] for r in rows) if rows else None
+
+    out = []
+    for kind in ("mail", "sms"):
+        mixed, alone = mean("both", kind, "recall_at_val_fpr"), mean(kind, kind, "recall_at_val_fpr")
+        fpr = mean("both", kind, "fpr")
+        if fpr is not None:
+            out.append(f"{kind} FPR {fpr:.2%} ({'met' if fpr <= FPR_CEILING else 'NOT met'})")
+        if mixed is not None and alone is not None:
+            verdict = "met" if mixed >= alone - RECALL_SLACK else "NOT met"
+            out.append(f"{kind} recall {mixed:.2%} vs {alone:.2%} alone, {(mixed - alone) * 100:+.2f} ({verdict})")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, nargs="+", metavar="JSON", help="cross_kind.json files (--every-epoch)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for epoch_rules.md")
+    args = parser.parse_args()
+    runs: list[dict[str, Any]] = []
+    configs = []
+    for path in args.runs:
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"error: cannot read {path}: {exc}")
+            return 1
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("runs"), list) or "config" not in loaded:
+            print(f"error: {path} is not a cross_kind.json (no config and runs)")
+            return 1
+        if any("epochs" not in run for run in loaded["runs"]):
+            print(f"error: {path} has no per-epoch scores: run cross_kind.py with --every-epoch")
+            return 1
+        runs += loaded["runs"]
+        configs.append(loaded["config"])
+    if len({(c["split_seed"], c["subset"], c["max_fpr"]) for c in configs}) != 1:
+        print("error: the runs were not made on one split with one --max-fpr")
+        return 1
+    config = configs[0]
+    _examples, _reports, splits = load_split(config["split_seed"], config["subset"], log=lambda _line: None)
+    if any(len(run["epochs"][0]["test"]) != len(splits.test) for run in runs):
+        print(f"error: the data sets folder's split has {len(splits.test)} test messages, not the runs'")
+        return 1
+    table, checks = report(runs, splits, config["max_fpr"])
+    names = ", ".join(f"{run['set']} seed {run['seed']}" for run in runs)
+    lines = [
+        "# Which epoch to keep: rules applied to the same training runs",
+        "",
+        f"{datetime.now():%Y-%m-%d %H:%M}, {cpu_name()}: `{command_line(args.out)}`",
+        "",
+        f"Runs: {names}; settings of the first file: "
+        + ", ".join(f"{k} {config[k]}" for k in ("layers", "width", "epochs", "lr", "lr_schedule", "max_grad_norm"))
+        + f"; thresholds for FPR ≤ {config['max_fpr']:g} on each kind's validation part (the product's rule). "
+        "Scores are the torch model's (fp32) of each epoch, not the exported bundle's (int8).",
+        "",
+        *table,
+        "",
+        "Checks (issue 9, means over seeds):",
+        *checks,
+        "",
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "epoch_rules.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
