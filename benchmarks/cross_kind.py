@@ -63,15 +63,34 @@ FPR_CEILING = 0.02  # the issue's check: the mixed model's FPR on each kind at i
 RECALL_SLACK = 0.02  # ... and its recall at val-FPR <= 0.5% within 2 points of the single-kind model's
 
 
+VECTOR_ISAS = (("avx512_vnni", "AVX-512-VNNI"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))  # widest first
+
+
+def fpr_met(fpr: float) -> bool:
+    """Issue 9's FPR check. Means of a few counts can sit on a bound exactly, where float rounding must not give
+    the verdict."""
+    return fpr <= FPR_CEILING + 1e-9
+
+
+def recall_met(mixed: float, alone: float) -> bool:
+    """Issue 9's recall check; with 50 mail test spam, means of 3 seeds land on the bound exactly (91.33% against
+    93.33%), where float rounding must not give the verdict."""
+    return mixed >= alone - RECALL_SLACK - 1e-9
+
+
 def cpu_name() -> str:
+    """The CPU's model name and its widest vector instructions: torch picks other kernels on AVX2 and on
+    AVX-512, so a training from one seed need not give the same model on both (docs/training.md, "Which epoch to
+    keep"), and the host may show only "AMD EPYC" for either."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return platform.processor() or "unknown CPU"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    name = fields.get("Model name", platform.processor() or "unknown CPU").strip()
+    flags = set(fields.get("Flags", "").split())
+    widest = next((label for flag, label in VECTOR_ISAS if flag in flags), None)
+    return f"{name} ({widest})" if widest else name
 
 
 def command_line(out: Path, placeholders: dict[str, str] | None = None) -> str:
@@ -224,13 +243,13 @@ def checks(runs: list[dict[str, Any]]) -> list[str]:
     for kind in KINDS:
         fpr = mean("both", kind, "fpr")
         if fpr is not None:
-            verdict = "met" if fpr <= FPR_CEILING else "NOT met"
+            verdict = "met" if fpr_met(fpr) else "NOT met"
             lines.append(
                 f"- both kinds, {kind} test part: FPR at its threshold {fpr:.2%} ≤ {FPR_CEILING:.0%}: {verdict}"
             )
         mixed, alone = mean("both", kind, "recall_at_val_fpr"), mean(kind, kind, "recall_at_val_fpr")
         if mixed is not None and alone is not None:
-            verdict = "met" if mixed >= alone - RECALL_SLACK else "NOT met"
+            verdict = "met" if recall_met(mixed, alone) else "NOT met"
             lines.append(
                 f"- {kind}: recall at val-FPR ≤ {OPERATING_FPR:.1%}, both kinds {mixed:.2%} vs {kind} only "
                 f"{alone:.2%} (at most {RECALL_SLACK * 100:.0f} points below): {verdict}"

@@ -35,14 +35,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cross_kind import (  # a sibling script, not a package
-    FPR_CEILING,
     OPERATING_FPR,
-    RECALL_SLACK,
     SETS,
     command_line,
     cpu_name,
+    fpr_met,
     load_split,
     mean_sd,
+    recall_met,
 )
 
 from spamguard.metrics import binary_metrics, threshold_for_fpr
@@ -174,9 +174,9 @@ def rule_checks(results: dict[tuple[str, str], list[dict[str, float]]]) -> list[
         mixed, alone = mean("both", kind, "recall_at_val_fpr"), mean(kind, kind, "recall_at_val_fpr")
         fpr = mean("both", kind, "fpr")
         if fpr is not None:
-            out.append(f"{kind} FPR {fpr:.2%} ({'met' if fpr <= FPR_CEILING else 'NOT met'})")
+            out.append(f"{kind} FPR {fpr:.2%} ({'met' if fpr_met(fpr) else 'NOT met'})")
         if mixed is not None and alone is not None:
-            verdict = "met" if mixed >= alone - RECALL_SLACK else "NOT met"
+            verdict = "met" if recall_met(mixed, alone) else "NOT met"
             out.append(f"{kind} recall {mixed:.2%} vs {alone:.2%} alone, {(mixed - alone) * 100:+.2f} ({verdict})")
     return out
 
@@ -212,10 +212,11 @@ def main() -> int:
         return 1
     table, checks = report(runs, splits, config["max_fpr"])
     names = ", ".join(f"{run['set']} seed {run['seed']}" for run in runs)
+    shown = {arg: f"{Path(arg).parent.name}/{Path(arg).name}" for arg in sys.argv[1:] if Path(arg) in args.runs}
     lines = [
         "# Which epoch to keep: rules applied to the same training runs",
         "",
-        f"{datetime.now():%Y-%m-%d %H:%M}, {cpu_name()}: `{command_line(args.out)}`",
+        f"{datetime.now():%Y-%m-%d %H:%M}, {cpu_name()}: `{command_line(args.out, shown)}`",
         "",
         f"Runs: {names}; settings of the first file: "
         + ", ".join(f"{k} {config[k]}" for k in ("layers", "width", "epochs", "lr", "lr_schedule", "max_grad_norm"))
