@@ -95,11 +95,16 @@ def cpu_name() -> str:
 
 def command_line(out: Path, placeholders: dict[str, str] | None = None) -> str:
     """This run's command as a report prints it: paths under `out` as OUT/..., and each argument equal to a key
-    of `placeholders` as its value (--teacher /home/... as TEACHER), so a report names no machine's folders."""
+    of `placeholders` as its value (--teacher /home/... as TEACHER), and the repository's files relative to it,
+    so a report names no machine's folders."""
+
+    repo = Path(__file__).resolve().parent.parent
 
     def shown(arg: str) -> str:
         if arg.startswith("/") and Path(arg).resolve().is_relative_to(out.resolve()):
             return str(Path("OUT") / Path(arg).resolve().relative_to(out.resolve()))
+        if arg.startswith("/") and Path(arg).resolve().is_relative_to(repo):  # a script called by its full path
+            return str(Path(arg).resolve().relative_to(repo))
         return (placeholders or {}).get(arg, arg)
 
     return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *map(shown, sys.argv)])
