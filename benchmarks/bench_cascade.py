@@ -51,7 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "plugins")]  # the test helpers: bundles, mailstack
 
-from cross_kind import command_line, cpu_name  # noqa: E402
+from cross_kind import command_line  # noqa: E402
 from offline_recipe import add_schedule_arguments, offline_settings, schedule_words  # noqa: E402
 
 from spamguard.bundle import MANIFEST, load_bundle, rewrite_bundle  # noqa: E402
@@ -65,6 +65,7 @@ from spamguard.training.data import Splits  # noqa: E402
 from spamguard.training.distill import StudentSettings, check_split, distill  # noqa: E402
 from spamguard.training.imbalance import stratified_splits  # noqa: E402
 from spamguard.training.pipeline import Job, model_files, run  # noqa: E402
+from spamguard.training.prefix_precision import read_cpu_info  # noqa: E402
 from spamguard.training.public_data import bpe_files  # noqa: E402
 
 SPLIT_SEED = 123
@@ -370,11 +371,12 @@ def percent(x: float) -> str:
 
 def report(result: dict[str, Any], args: argparse.Namespace, began: datetime) -> list[str]:
     command = command_line(args.out, {str(args.teacher): "TEACHER"} if args.teacher else None)
+    cpu = read_cpu_info().describe()
     chosen = result["chosen"]
     lines = [
         "# Cascade and verdict cache benchmark",
         "",
-        f"Run {began:%Y-%m-%d %H:%M} to {datetime.now():%H:%M} on {cpu_name()} ({os.cpu_count()} CPUs, "
+        f"Run {began:%Y-%m-%d %H:%M} to {datetime.now():%H:%M} on {cpu} ({os.cpu_count()} CPUs, "
         f"onnxruntime threads {args.threads or 'default'}, torch threads {args.torch_threads or 'default'}): "
         f"`{command}`",
         "",

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -54,6 +52,7 @@ from spamguard.training.defaults import LR_SCHEDULES
 from spamguard.training.gpt2 import GPT2Classifier
 from spamguard.training.imbalance import stratified_splits
 from spamguard.training.pipeline import Job, model_files, run, tokenize
+from spamguard.training.prefix_precision import read_cpu_info
 from spamguard.training.public_data import bpe_files, sms_collection, spamassassin
 from spamguard.training.recipe import TokenData, TrainSettings, evaluate
 
@@ -61,9 +60,6 @@ OPERATING_FPR = 0.005  # the "recall at validation-chosen FPR <= 0.5%" column
 SETS = {"sms": ("sms",), "mail": ("mail",), "both": ("mail", "sms")}  # training set -> kinds it holds
 FPR_CEILING = 0.02  # the issue's check: the mixed model's FPR on each kind at its threshold
 RECALL_SLACK = 0.02  # ... and its recall at val-FPR <= 0.5% within 2 points of the single-kind model's
-
-
-VECTOR_ISAS = (("avx512_vnni", "AVX-512-VNNI"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))  # widest first
 
 
 def fpr_met(fpr: float) -> bool:
@@ -76,21 +72,6 @@ def recall_met(mixed: float, alone: float) -> bool:
     """Issue 9's recall check; with 50 mail test spam, means of 3 seeds land on the bound exactly (91.33% against
     93.33%), where float rounding must not give the verdict."""
     return mixed >= alone - RECALL_SLACK - 1e-9
-
-
-def cpu_name() -> str:
-    """The CPU's model name and its widest vector instructions: torch picks other kernels on AVX2 and on
-    AVX-512, so a training from one seed need not give the same model on both (docs/training.md, "Which epoch to
-    keep"), and the host may show only "AMD EPYC" for either."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    name = fields.get("Model name", platform.processor() or "unknown CPU").strip()
-    flags = set(fields.get("Flags", "").split())
-    widest = next((label for flag, label in VECTOR_ISAS if flag in flags), None)
-    return f"{name} ({widest})" if widest else name
 
 
 def command_line(out: Path, placeholders: dict[str, str] | None = None) -> str:
@@ -437,11 +418,12 @@ def main() -> int:
 
     command = command_line(args.out)
     counts = splits.counts_by_kind()
+    cpu = read_cpu_info().describe()
     clipped = f", gradients clipped to norm {args.max_grad_norm:g}" if args.max_grad_norm else ""
     lines = [
         "# Cross-kind benchmark: SMS only, mail only, both",
         "",
-        f"Run {began:%Y-%m-%d %H:%M} to {datetime.now():%H:%M} on {cpu_name()} ({args.threads or 'default'} torch "
+        f"Run {began:%Y-%m-%d %H:%M} to {datetime.now():%H:%M} on {cpu} ({args.threads or 'default'} torch "
         f"threads): `{command}`",
         "",
         f"Model: GPT-2 architecture {args.layers} layers x {args.width} ({args.heads} heads), random initialisation, "

@@ -38,7 +38,6 @@ from cross_kind import (  # a sibling script, not a package
     OPERATING_FPR,
     SETS,
     command_line,
-    cpu_name,
     fpr_met,
     load_split,
     mean_sd,
@@ -48,6 +47,7 @@ from cross_kind import (  # a sibling script, not a package
 from spamguard.metrics import binary_metrics, threshold_for_fpr
 from spamguard.thresholds import ThresholdOptions, threshold_rule
 from spamguard.training.data import Splits
+from spamguard.training.prefix_precision import read_cpu_info
 
 Rule = Callable[[dict[str, Any], list[dict[str, Any]]], int]  # (run, per-epoch validation figures) -> epoch
 
@@ -216,7 +216,7 @@ def main() -> int:
     lines = [
         "# Which epoch to keep: rules applied to the same training runs",
         "",
-        f"{datetime.now():%Y-%m-%d %H:%M}, {cpu_name()}: `{command_line(args.out, shown)}`",
+        f"{datetime.now():%Y-%m-%d %H:%M}, {read_cpu_info().describe()}: `{command_line(args.out, shown)}`",
         "",
         f"Runs: {names}; settings of the first file: "
         + ", ".join(f"{k} {config[k]}" for k in ("layers", "width", "epochs", "lr", "lr_schedule", "max_grad_norm"))

@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests")]
 
-from cross_kind import OPERATING_FPR, command_line, cpu_name, restrict, subset  # noqa: E402
+from cross_kind import OPERATING_FPR, command_line, restrict, subset  # noqa: E402
 from offline_recipe import OFFLINE_LR, add_schedule_arguments, offline_settings, schedule_words  # noqa: E402
 
 from spamguard.classifier import Classifier  # noqa: E402
@@ -55,6 +55,7 @@ from spamguard.tokenizer import load_encoding  # noqa: E402
 from spamguard.training.data import Splits  # noqa: E402
 from spamguard.training.imbalance import stratified_splits  # noqa: E402
 from spamguard.training.pipeline import Job, run  # noqa: E402
+from spamguard.training.prefix_precision import read_cpu_info  # noqa: E402
 from spamguard.training.public_data import bpe_files  # noqa: E402
 
 from public_data import MAIL, SMS, dataset  # noqa: E402
@@ -313,11 +314,12 @@ def main() -> int:
     chosen = choose(rows, args.recall_slack)
 
     command = command_line(args.out, {str(args.model): "MODEL"} if args.model else None)
+    cpu = read_cpu_info().describe()
     how = "a model trained at each budget" if args.method == "train" else "one model, token lists cut"
     lines = [
         "# Token budget: mail recall and FPR against tokens read",
         "",
-        f"Run {began:%Y-%m-%d %H:%M} to {datetime.now():%H:%M} on {cpu_name()} ({args.threads or 'default'} threads): "
+        f"Run {began:%Y-%m-%d %H:%M} to {datetime.now():%H:%M} on {cpu} ({args.threads or 'default'} threads): "
         f"`{command}`",
         "",
         f"Method: {args.method} ({how}); GPT-2 {args.layers}x{args.width}, random initialisation, every layer "
