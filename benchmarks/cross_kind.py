@@ -115,11 +115,16 @@ def score_parts(bundle: Path, splits: Splits) -> tuple[dict[str, Any], str]:
     }, clf.precision
 
 
+def kind_rows(splits: Splits, part: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of one kind's messages in a part of the split, and their labels."""
+    examples = getattr(splits, part)
+    index = np.array([i for i, e in enumerate(examples) if e.kind == kind], dtype=int)
+    return index, np.array([examples[i].label for i in index], dtype=int)
+
+
 def figures(scored: dict[str, Any], splits: Splits, kind: str) -> dict[str, float]:
-    val = [i for i, e in enumerate(splits.validation) if e.kind == kind]
-    test = [i for i, e in enumerate(splits.test) if e.kind == kind]
-    val_labels = np.array([splits.validation[i].label for i in val])
-    test_labels = np.array([splits.test[i].label for i in test])
+    val, val_labels = kind_rows(splits, "validation", kind)
+    test, test_labels = kind_rows(splits, "test", kind)
     test_scores = scored["test"][test]
     at_model = binary_metrics(test_labels, test_scores, scored["thresholds"][kind])
     operating = threshold_for_fpr(val_labels, scored["validation"][val], OPERATING_FPR)
@@ -173,10 +178,7 @@ def matched_table(runs: list[dict[str, Any]], sets: list[str], splits: Splits) -
     threshold (with 123 mail validation ham, a 0.5% target means above the highest one)."""
     header = "| trained on | tested on | " + " | ".join(f"recall % with {k} test ham above" for k in MATCHED_HAM)
     lines = [header + " |", "|" + "---|" * (len(MATCHED_HAM) + 2)]
-    parts = {}  # kind -> (its positions in the test part, their labels)
-    for kind in KINDS:
-        index = [i for i, e in enumerate(splits.test) if e.kind == kind]
-        parts[kind] = (index, np.array([splits.test[i].label for i in index]))
+    parts = {kind: kind_rows(splits, "test", kind) for kind in KINDS}  # kind -> (its test positions, labels)
     for name in sets:
         for kind, (index, labels) in parts.items():
             cells = []

@@ -38,24 +38,20 @@ from cross_kind import (  # a sibling script, not a package
     OPERATING_FPR,
     SETS,
     command_line,
+    figures,
     fpr_met,
+    kind_rows,
     load_split,
     mean_sd,
     recall_met,
 )
 
-from spamguard.metrics import binary_metrics, threshold_for_fpr
+from spamguard.metrics import binary_metrics
 from spamguard.thresholds import ThresholdOptions, threshold_rule
 from spamguard.training.data import Splits
 from spamguard.training.prefix_precision import read_cpu_info
 
 Rule = Callable[[dict[str, Any], list[dict[str, Any]]], int]  # (run, per-epoch validation figures) -> epoch
-
-
-def kind_rows(splits: Splits, part: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    examples = getattr(splits, part)
-    index = np.array([i for i, e in enumerate(examples) if e.kind == kind])
-    return index, np.array([examples[i].label for i in index])
 
 
 def validation_figures(run: dict[str, Any], splits: Splits, max_fpr: float) -> list[dict[str, Any]]:
@@ -98,21 +94,13 @@ RULES: dict[str, Rule] = {
 
 
 def tested(run: dict[str, Any], epoch: int, splits: Splits, kind: str, max_fpr: float) -> dict[str, float]:
-    """Test figures of one epoch's scores on one kind, as `cross_kind.figures` computes them for a bundle."""
+    """Test figures of one epoch's scores on one kind, by `cross_kind.figures` (what it computes for a bundle),
+    with the kind's threshold chosen on this epoch's validation scores by the product's rule."""
     scores = {part: np.asarray(run["epochs"][epoch - 1][part]) for part in ("validation", "test")}
     val_index, val_labels = kind_rows(splits, "validation", kind)
-    test_index, test_labels = kind_rows(splits, "test", kind)
     rule = threshold_rule(ThresholdOptions(max_fpr=max_fpr), log=lambda _line: None)
     threshold = rule(kind, val_labels, scores["validation"][val_index])[0]
-    operating = threshold_for_fpr(val_labels, scores["validation"][val_index], OPERATING_FPR)
-    at_model = binary_metrics(test_labels, scores["test"][test_index], threshold)
-    at_operating = binary_metrics(test_labels, scores["test"][test_index], operating)
-    return {
-        "fpr": at_model["fpr"],
-        "recall": at_model["recall"],
-        "recall_at_val_fpr": at_operating["recall"],
-        "fpr_at_val_fpr": at_operating["fpr"],
-    }
+    return figures(scores | {"thresholds": {kind: threshold}}, splits, kind)
 
 
 def report(runs: list[dict[str, Any]], splits: Splits, max_fpr: float) -> tuple[list[str], list[str]]:
