@@ -169,6 +169,44 @@ def rule_checks(results: dict[tuple[str, str], list[dict[str, float]]]) -> list[
     return out
 
 
+# what the report reads of each file's config
+CONFIG_KEYS = frozenset(
+    ("split_seed", "subset", "max_fpr", "layers", "width", "epochs", "lr", "lr_schedule", "max_grad_norm")
+)
+
+
+def malformed(run: Any, splits: Splits) -> str | None:
+    """What makes one run of a cross_kind.json unusable here, checked before any figure is computed, so a file
+    edited by hand or cut short is one line rather than a traceback; None when it is whole."""
+    if not isinstance(run, dict) or run.get("set") not in SETS or not isinstance(run.get("seed"), int):
+        return "no training set and seed"
+    epochs, history = run.get("epochs"), run.get("history")
+    if not isinstance(epochs, list) or not isinstance(history, list) or not epochs or len(epochs) != len(history):
+        return f"{run['set']} seed {run['seed']}: epochs and history are not lists of one entry per epoch"
+    if not all(isinstance(h, dict) and isinstance(h.get("val_loss"), float | int) for h in history):
+        return f"{run['set']} seed {run['seed']}: a history entry has no validation loss"
+    sizes = {"validation": len(splits.validation), "test": len(splits.test)}
+    for epoch in epochs:
+        if not isinstance(epoch, dict) or any(
+            not isinstance(epoch.get(part), list)
+            or len(epoch[part]) != n
+            or not all(isinstance(s, float | int) and 0.0 <= s <= 1.0 for s in epoch[part])  # NaN fails too
+            for part, n in sizes.items()
+        ):
+            return (
+                f"{run['set']} seed {run['seed']}: an epoch's scores are not one P(spam) per message of the data "
+                f"sets folder's split ({sizes['validation']} validation and {sizes['test']} test messages)"
+            )
+    if not isinstance(run.get("best_epoch"), int) or not 1 <= run["best_epoch"] <= len(epochs):
+        return f"{run['set']} seed {run['seed']}: no kept epoch among its {len(epochs)}"
+    tested = run.get("tested")
+    if not isinstance(tested, dict) or any(
+        not isinstance(tested.get(kind), dict) or "recall_at_val_fpr" not in tested[kind] for kind in SETS[run["set"]]
+    ):
+        return f"{run['set']} seed {run['seed']}: no test figures of the bundle"
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+", metavar="JSON", help="cross_kind.json files (--every-epoch)")
@@ -185,19 +223,23 @@ def main() -> int:
         if not isinstance(loaded, dict) or not isinstance(loaded.get("runs"), list) or "config" not in loaded:
             print(f"error: {path} is not a cross_kind.json (no config and runs)")
             return 1
-        if any("epochs" not in run for run in loaded["runs"]):
+        if any(not isinstance(run, dict) or "epochs" not in run for run in loaded["runs"]):
             print(f"error: {path} has no per-epoch scores: run cross_kind.py with --every-epoch")
             return 1
         runs += loaded["runs"]
         configs.append(loaded["config"])
+    if any(not isinstance(c, dict) or not c.keys() >= CONFIG_KEYS for c in configs):
+        print(f"error: a config of {', '.join(map(str, args.runs))} lacks one of {', '.join(sorted(CONFIG_KEYS))}")
+        return 1
     if len({(c["split_seed"], c["subset"], c["max_fpr"]) for c in configs}) != 1:
         print("error: the runs were not made on one split with one --max-fpr")
         return 1
     config = configs[0]
     _examples, _reports, splits = load_split(config["split_seed"], config["subset"], log=lambda _line: None)
-    if any(len(run["epochs"][0]["test"]) != len(splits.test) for run in runs):
-        print(f"error: the data sets folder's split has {len(splits.test)} test messages, not the runs'")
-        return 1
+    for run in runs:
+        if (problem := malformed(run, splits)) is not None:
+            print(f"error: a run of {', '.join(map(str, args.runs))}: {problem}")
+            return 1
     table, checks = report(runs, splits, config["max_fpr"])
     names = ", ".join(f"{run['set']} seed {run['seed']}" for run in runs)
     shown = {arg: f"{Path(arg).parent.name}/{Path(arg).name}" for arg in sys.argv[1:] if Path(arg) in args.runs}
