@@ -403,6 +403,7 @@ def main() -> int:
                 # the epochs as validation saw them: whether a run converged, or fell back and was rescued
                 "history": training["history"],
                 "best_epoch": training["best_epoch"],
+                "epoch_rule": training["epoch_rule"],  # training.epoch_choice: how best_epoch was chosen
             }
             | ({"epochs": epochs} if args.every_epoch else {})
         )
@@ -432,7 +433,8 @@ def main() -> int:
         f"every layer trained, {args.epochs} epochs, lr {args.lr:g} ({args.lr_schedule}{clipped}), max tokens "
         f"{args.max_tokens}, seeds "
         f"{', '.join(map(str, seeds))}; each kind's threshold chosen for FPR ≤ {args.max_fpr:g} on its validation "
-        f"part; scored through the runtime ({runs[0]['precision'] if runs else '-'}).",
+        f"part; the kept epoch chosen by {kept_by(runs)}; scored through the runtime "
+        f"({runs[0]['precision'] if runs else '-'}).",
         "",
         f"Data ({'; '.join(f'{LABEL_NAMES[r.label]} {r.path}: {r.used}' for r in reports)}; "
         f"{'at most ' + str(args.subset) + ' per kind and label, ' if args.subset else ''}one split (seed "
@@ -464,6 +466,13 @@ def main() -> int:
     print("\n".join(lines))
     print(f"wrote {args.out / 'cross_kind.md'}, {args.out / 'cross_kind.json'} and {args.out / 'cross_kind.png'}")
     return 0
+
+
+def kept_by(runs: list[dict[str, Any]]) -> str:
+    """The rules that chose the runs' kept epochs (`training.epoch_choice`); runs made before a rule was
+    recorded kept theirs by validation accuracy."""
+    names = sorted({run.get("epoch_rule", "accuracy") for run in runs})
+    return " and ".join(f"validation {name}" for name in names) or "-"
 
 
 OLDER_RUNS = {"lr_schedule": "constant", "max_grad_norm": None}
@@ -498,7 +507,7 @@ def merge(files: list[Path], out: Path) -> int:
         lines.append(f"- {path.parent.name}/{path.name}: {described}")
         runs += recorded["runs"]
     sets = [name for name in SETS if any(r["set"] == name for r in runs)]
-    lines += ["", f"Settings: {first}", "", *table(runs, sets), ""]
+    lines += ["", f"Settings: {first}; the kept epoch chosen by {kept_by(runs)}", "", *table(runs, sets), ""]
     try:
         _examples, _reports, splits = load_split(first["split_seed"], first["subset"], log=lambda _line: None)
     except SpamguardError as exc:

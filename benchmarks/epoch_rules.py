@@ -8,11 +8,13 @@ bundle: each kind's threshold chosen on its own validation part by the product's
 recall and FPR on the test part at it, and recall at the threshold that gives FPR <= 0.5% on validation. Rows are
 the issue-9 pairs (a model tested on a kind it trained on); the checks are issue 9's.
 
-Rules (ties go to the lower weighted validation loss, then to the earlier epoch):
-- accuracy: validation accuracy at 0.5, what `train` keeps today (the runs' own kept epoch, checked);
+Rules (ties go to the lower weighted validation loss, then to the earlier epoch; each run's own kept epoch is
+checked against the rule it records, accuracy for runs made before it was recorded):
+- accuracy: validation accuracy at 0.5, what `train` keeps with a fixed threshold;
 - loss: the validation loss, weighted per kind and label as training weights it;
 - balanced: mean validation accuracy at 0.5 over the (kind, label) groups the model trained on;
-- recall: mean over the kinds it trained on of validation recall at that kind's threshold (the product's rule);
+- recall: mean over the kinds it trained on of validation recall at that kind's threshold (the product's rule),
+  what `train` keeps when every kind's threshold is chosen by `--max-fpr` (`training.epoch_choice`);
 - last: the last epoch.
 
 The rules are judged here on test figures of few runs; a rule picked for its test figures is no longer tested
@@ -46,40 +48,44 @@ from cross_kind import (  # a sibling script, not a package
     recall_met,
 )
 
-from spamguard.metrics import binary_metrics
 from spamguard.thresholds import ThresholdOptions, threshold_rule
 from spamguard.training.data import Splits
+from spamguard.training.epoch_choice import kept_epoch, recall_over_kinds
 from spamguard.training.prefix_precision import read_cpu_info
 
 Rule = Callable[[dict[str, Any], list[dict[str, Any]]], int]  # (run, per-epoch validation figures) -> epoch
 
 
 def validation_figures(run: dict[str, Any], splits: Splits, max_fpr: float) -> list[dict[str, Any]]:
-    """Per epoch: the weighted validation loss (history), and per trained kind the group accuracies at 0.5 and
-    the validation recall at the kind's threshold, chosen by the product's rule."""
+    """Per epoch: the weighted validation loss and the accuracy at 0.5 (history, as training measured them), the
+    group accuracies at 0.5, and the mean validation recall at each kind's threshold chosen by the product's rule
+    (`training.epoch_choice.recall_over_kinds`, what `train` ranks epochs by under `--max-fpr`)."""
     rule = threshold_rule(ThresholdOptions(max_fpr=max_fpr), log=lambda _line: None)
+    rows = [kind_rows(splits, "validation", kind) for kind in SETS[run["set"]]]
+    index = np.concatenate([i for i, _labels in rows])
+    labels = np.concatenate([labels for _i, labels in rows])
+    kinds = np.array([splits.validation[i].kind for i in index])
     figures = []
     for epoch, stats in zip(run["epochs"], run["history"], strict=True):
-        scores = np.asarray(epoch["validation"])
-        groups, recalls = [], []
-        for kind in SETS[run["set"]]:
-            index, labels = kind_rows(splits, "validation", kind)
-            kind_scores = scores[index]
-            groups += [float(np.mean((kind_scores[labels == label] >= 0.5) == label)) for label in (0, 1)]
-            threshold = rule(kind, labels, kind_scores)[0]
-            recalls.append(binary_metrics(labels, kind_scores, threshold)["recall"])
+        scores = np.asarray(epoch["validation"])[index]
+        groups = [
+            float(np.mean((scores[(kinds == kind) & (labels == label)] >= 0.5) == label))
+            for kind in SETS[run["set"]]
+            for label in (0, 1)
+        ]
         figures.append(
             {"loss": stats["val_loss"], "accuracy": stats["val_accuracy"], "balanced": statistics.fmean(groups)}
-            | {"recall": statistics.fmean(recalls)}
+            | {"recall": recall_over_kinds(labels, kinds, scores, rule)}
         )
     return figures
 
 
 def best_by(key: str, higher: bool = True) -> Rule:
+    """The epoch `train` would keep if it ranked epochs by this figure: `training.epoch_choice.kept_epoch`."""
+
     def rule(_run: dict[str, Any], figures: list[dict[str, Any]]) -> int:
         sign = 1 if higher else -1
-        ranked = sorted(range(len(figures)), key=lambda i: (-sign * figures[i][key], figures[i]["loss"], i))
-        return ranked[0] + 1
+        return kept_epoch([(sign * f[key], -f["loss"]) for f in figures])
 
     return rule
 
@@ -107,10 +113,11 @@ def report(runs: list[dict[str, Any]], splits: Splits, max_fpr: float) -> tuple[
     """The table (a row per rule and issue-9 pair) and the checks per rule."""
     figures = {id(run): validation_figures(run, splits, max_fpr) for run in runs}
     warnings = [
-        f"warning: {run['set']} seed {run['seed']}: the accuracy rule keeps epoch {kept}, the run kept "
-        f"{run['best_epoch']}"
+        f"warning: {run['set']} seed {run['seed']}: the {name} rule keeps epoch {kept} here, the run kept "
+        f"{run['best_epoch']} by it"
         for run in runs
-        if (kept := RULES["accuracy"](run, figures[id(run)])) != run.get("best_epoch", kept)
+        for name in [run.get("epoch_rule", "accuracy")]  # runs before the rule was recorded kept by accuracy
+        if (kept := RULES[name](run, figures[id(run)])) != run["best_epoch"]
     ]
     header = (
         "| rule | trained on | tested on | epochs kept (by seed) | recall % at val-FPR ≤ "
@@ -197,6 +204,8 @@ def malformed(run: Any, splits: Splits) -> str | None:
                 f"{run['set']} seed {run['seed']}: an epoch's scores are not one P(spam) per message of the data "
                 f"sets folder's split ({sizes['validation']} validation and {sizes['test']} test messages)"
             )
+    if run.get("epoch_rule", "accuracy") not in RULES:
+        return f"{run['set']} seed {run['seed']}: kept its epoch by an unknown rule {run['epoch_rule']!r}"
     if not isinstance(run.get("best_epoch"), int) or not 1 <= run["best_epoch"] <= len(epochs):
         return f"{run['set']} seed {run['seed']}: no kept epoch among its {len(epochs)}"
     tested = run.get("tested")

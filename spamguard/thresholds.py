@@ -170,8 +170,29 @@ def kind_options(
     return resolved
 
 
-# (kind, validation labels, validation P(spam)) -> (threshold, threshold_choice for the manifest, or None)
-KindRule = Callable[[str, np.ndarray, np.ndarray], tuple[float, dict[str, Any] | None]]
+@dataclass(frozen=True)
+class KindRule:
+    """The options as a rule for the training pipeline, `(kind, validation labels, scores) -> (threshold,
+    threshold_choice)` applied to each kind's own validation part of the exported model. It also answers whether
+    a kind's threshold is bounded by a false-positive rate: training ranks its epochs by recall only where it is
+    (`training.epoch_choice`), since at a fixed threshold the epoch with the most recall can be the one that
+    flags the most ham."""
+
+    options: Mapping[str, ThresholdOptions]
+    log: Callable[[str], None] = print
+
+    def __call__(self, kind: str, labels: np.ndarray, scores: np.ndarray) -> tuple[float, dict[str, Any]]:
+        settings = self.options.get(kind, ThresholdOptions())
+        choice = choose_threshold(
+            labels, scores, max_fpr=settings.max_fpr, threshold=settings.threshold, unsure=settings.unsure
+        )
+        self.log(f"{kind}: {choice.describe()}")
+        for warning in choice.warnings:
+            self.log(f"warning: {kind}: {warning}")
+        return choice.threshold, {"kind": kind, **choice.record}
+
+    def bounded_by_fpr(self, kind: str) -> bool:
+        return self.options.get(kind, ThresholdOptions()).max_fpr is not None
 
 
 def threshold_rule(
@@ -179,26 +200,13 @@ def threshold_rule(
     *,
     log: Callable[[str], None] = print,
 ) -> KindRule:
-    """The options as a rule for the training pipeline, `(kind, validation labels, scores) -> (threshold,
-    threshold_choice)` applied to each kind's own validation part of the exported model. One
-    `ThresholdOptions` applies to every kind. Checked now, so a typo fails before hours of training; the band to
-    store is `threshold_choice["unsure"]`."""
+    """The options as a `KindRule`. One `ThresholdOptions` applies to every kind. Checked now, so a typo fails
+    before hours of training; the band to store is `threshold_choice["unsure"]`."""
     if not isinstance(options, Mapping):
         options = dict.fromkeys(KINDS, options or ThresholdOptions())
     for settings in options.values():
         check_options(max_fpr=settings.max_fpr, threshold=settings.threshold, unsure=settings.unsure)
-
-    def rule(kind: str, labels: np.ndarray, scores: np.ndarray) -> tuple[float, dict[str, Any]]:
-        settings = options.get(kind, ThresholdOptions())
-        choice = choose_threshold(
-            labels, scores, max_fpr=settings.max_fpr, threshold=settings.threshold, unsure=settings.unsure
-        )
-        log(f"{kind}: {choice.describe()}")
-        for warning in choice.warnings:
-            log(f"warning: {kind}: {warning}")
-        return choice.threshold, {"kind": kind, **choice.record}
-
-    return rule
+    return KindRule(dict(options), log)
 
 
 def fallback(thresholds: Mapping[str, tuple[float, tuple[float, float] | None]]) -> tuple[float, tuple | None]:

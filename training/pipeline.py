@@ -32,6 +32,7 @@ from spamguard.training.augment import leetspeak_copies
 from spamguard.training.curves import plot_curves
 from spamguard.training.data import Example, Splits
 from spamguard.training.defaults import DEFAULT_MAX_TOKENS
+from spamguard.training.epoch_choice import epoch_rule
 from spamguard.training.errors import TrainingError, WeightsError
 from spamguard.training.gpt2 import HUB_REPOS, GPT2Classifier
 from spamguard.training.imbalance import class_weights, describe_weights, example_weights
@@ -330,14 +331,18 @@ def run(
         )
         seconds["prefix_cache"] = cache_info.get("seconds", 0.0)
         try:
-            result = train(model, train_data, val_data, recipe, trainable, log=log, on_epoch=on_epoch)
+            keep = epoch_rule(threshold_rule, parts["validation"].labels, parts["validation"].kinds)
+            result = train(model, train_data, val_data, recipe, trainable, log=log, on_epoch=on_epoch, keep=keep)
         finally:
             for data in (train_data, val_data):
                 if isinstance(data, CachedData):
                     data.cache.close()
         seconds["train"] = result.seconds
         best = result.history[result.best_epoch - 1]
-        log(f"best epoch: {result.best_epoch} (validation accuracy {best.val_accuracy:.2%}, loss {best.val_loss:.4f})")
+        log(
+            f"best epoch: {result.best_epoch} by {result.epoch_rule} (validation accuracy {best.val_accuracy:.2%}, "
+            f"loss {best.val_loss:.4f})"
+        )
 
         exported = export_and_check(
             model, work, parts["validation"], parts["test"], threshold_rule=threshold_rule, log=log
@@ -407,6 +412,7 @@ def _manifest(
             "split_sha256": splits.fingerprint(),  # what `spamguard distill` checks it rebuilt the same split by
             "trainable_parameters": result.trainable_parameters,
             "best_epoch": result.best_epoch,
+            "epoch_rule": result.epoch_rule,  # training.epoch_choice: how the kept epoch was chosen
             "history": [vars(s) for s in result.history],
             "prefix_cache": cache_info,
             "checkpoint": CHECKPOINT_FILE,

@@ -34,6 +34,7 @@ from spamguard.training.defaults import (
     LR_SCHEDULES,
     WARMUP_SHARE,
 )
+from spamguard.training.epoch_choice import ACCURACY, EpochRule
 from spamguard.training.errors import TrainingError
 from spamguard.training.gpt2 import GPT2Classifier
 from spamguard.training.prefix_cache import PrefixCache
@@ -261,6 +262,7 @@ class TrainResult:
     history: list[EpochStats]
     best_epoch: int
     validation: Evaluation  # of the best epoch: what a threshold rule chooses from
+    epoch_rule: str  # the name of the `EpochRule` that kept it
     seconds: float
     trainable_parameters: int
     state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)  # the best trainable tensors
@@ -335,10 +337,11 @@ def train(
     log: Callable[[str], None] = print,
     progress: Callable[..., Iterable] = progress_bar,
     on_epoch: Callable[[int, GPT2Classifier], None] | None = None,
+    keep: EpochRule = ACCURACY,
 ) -> TrainResult:
     """AdamW over the trainable parameters for `settings.epochs` epochs, shuffled with the seed, at the rate
     `settings.lr_schedule` gives each step (gradients clipped to `settings.max_grad_norm` when set); validation
-    after every epoch; the best epoch (validation accuracy, then loss) is restored into `model` at the end.
+    after every epoch; the best epoch by `keep` (`training.epoch_choice`) is restored into `model` at the end.
     `on_epoch(epoch, model)` sees each epoch's weights after its validation, before any is restored: how a
     benchmark scores every epoch, to compare ways of choosing the one kept, from a single training run."""
     if settings.epochs < 1 or settings.batch_size < 1:
@@ -348,6 +351,8 @@ def train(
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     history: list[EpochStats] = []
     best: tuple[float, float] | None = None
+    if keep is not ACCURACY:
+        log(f"kept epoch: the best by {keep.description}, then the lower validation loss")
     best_state: dict[str, torch.Tensor] = {}
     best_eval = Evaluation(float("nan"), val_data.labels, np.full(len(val_data), np.nan))
     best_epoch = 0
@@ -376,13 +381,16 @@ def train(
         history.append(stats)
         if on_epoch is not None:
             on_epoch(epoch, model)
-        improved = best is None or (val.accuracy, -val.loss) > best
+        key = keep.key(val)
+        improved = best is None or key > best
         if improved:
-            best, best_epoch, best_eval = (val.accuracy, -val.loss), epoch, val
+            best, best_epoch, best_eval = key, epoch, val
             best_state = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+        figure = f", {keep.name} {key[0]:.2%}" if keep is not ACCURACY else ""
         log(
             f"epoch {epoch}/{settings.epochs}: train loss {stats.train_loss:.4f} acc {stats.train_accuracy:.2%}, "
-            f"val loss {val.loss:.4f} acc {val.accuracy:.2%} ({stats.seconds:.1f} s){' *' if improved else ''}"
+            f"val loss {val.loss:.4f} acc {val.accuracy:.2%}{figure} ({stats.seconds:.1f} s)"
+            f"{' *' if improved else ''}"
         )
     model.load_state_dict(best_state, strict=False)
     model.eval()
@@ -390,6 +398,7 @@ def train(
         history=history,
         best_epoch=best_epoch,
         validation=best_eval,
+        epoch_rule=keep.name,
         seconds=time.perf_counter() - began,
         trainable_parameters=sum(p.numel() for p in steps.params),
         state=best_state,

@@ -95,6 +95,9 @@ def test_train_on_maildir_mbox_and_corpus(base: Path, tmp_path: Path, one_thread
     assert m["metrics"]["validation"]["fp"] == m["metrics"]["by_kind"]["mail"]["validation"]["fp"] == 0
     expected = f"mail: threshold {m['threshold']:.6g} (max FPR 0; on validation: FPR 0 on {choice['n_ham']} ham"
     assert expected in result.stdout
+    # every kind's threshold bounded by an FPR: the kept epoch is the one with the most validation recall at it
+    assert m["training"]["epoch_rule"] == "recall"
+    assert f"best epoch: {m['training']['best_epoch']} by recall (validation accuracy " in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,7 @@ def test_train_tiny_model_on_real_sms_file(checkpoint: Path, one_thread: object)
     assert (m["name"], m["threshold"], m["max_tokens"], m["base_model"]) == ("tiny-sms", 0.5, 48, "gpt2-tiny")
     assert m["thresholds"] == {"sms": {"threshold": 0.5, "unsure": None}}
     assert (m["threshold_choice"]["sms"]["method"], m["threshold_choice"]["sms"]["n_ham"]) == ("default", 47)
+    assert m["training"]["epoch_rule"] == "accuracy"  # a fixed threshold: recall at it would reward flagging ham
     assert m["model_config"]["n_layer"] == 2 and m["model_config"]["n_embd"] == 32
     training = m["training"]
     assert (training["seed"], training["epochs"], training["trainable"], training["batch_size"]) == (
@@ -356,6 +357,7 @@ def test_train_on_both_kinds_with_a_threshold_per_kind(tmp_path: Path, one_threa
     assert (sms_choice["method"], sms_choice["threshold"], sms_choice["unsure"]["low"]) == ("threshold", 0.6, 0.4)
     assert sms_choice["n_ham"] == splits.counts_by_kind()["sms"]["validation"]["ham"]
     assert m["threshold"] == max(m["thresholds"]["mail"]["threshold"], 0.6)
+    assert m["training"]["epoch_rule"] == "accuracy"  # SMS's threshold is fixed
 
     # each kind's test figures are the exported model's at that kind's threshold; overall sums their counts
     clf = Classifier.load(out, precision="fp32")
