@@ -17,6 +17,10 @@ disguised, in one of four groups by its plain form:
 - *not a whole GPT-2 word*: SMS spelling ("lor", "pls"), long or rare words: no vocabulary look-up gives them
   back.
 
+It also counts the sentence joins among them ("Sh0p.We": two words after a full stop without a space, in the
+first group), and the messages whose only disguised words left are such joins: what a rule for them could give
+back at most.
+
 Why this is measured: the robustness benchmark's false-positive rate on leetspeak ham rises (docs/robustness.md),
 and this says how much of that a better undo step could ever remove."""
 
@@ -43,6 +47,9 @@ from public_data import BPE, MAIL, SMS, dataset  # noqa: E402
 
 GROUPS = ("joined by a separator", "a lower-case GPT-2 word", "GPT-2 holds it capitalised", "not a whole GPT-2 word")
 _JOINED = re.compile(rf"[A-Za-z0-9]{_SEPARATOR}[A-Za-z0-9]")  # the undo step's own separators
+# two words joined by sentence punctuation without a space, as SMS writes them ("Sh0p.We", "us.L37"), which the undo
+# step leaves alone as it leaves "b3ta.com": how much a rule for them could give back
+_SENTENCE_JOIN = re.compile(r"[A-Za-z0-9']+[.!?,;]+[A-Za-z0-9']+")
 
 
 def _strip(word: str) -> str:
@@ -63,7 +70,7 @@ def main() -> int:
     for kind, items in (("sms", sms), ("mail", mails)):
         for label in ("ham", "spam"):
             group = [message for k, lab, message in items if lab == label]
-            left_in, misaligned, disguised_words = 0, 0, 0
+            left_in, misaligned, disguised_words, join_words, only_joins = 0, 0, 0, 0, 0
             words: dict[str, collections.Counter[str]] = {name: collections.Counter() for name in GROUPS}
             for i, message in enumerate(group):
                 rng = random.Random(f"{args.seed}:leetspeak:{i}")
@@ -76,6 +83,9 @@ def main() -> int:
                 left = [p for p, s in zip(plain_words, seen_words, strict=True) if p != s and p.lower() != s.lower()]
                 disguised_words += sum(p != s for p, s in zip(raw_plain, raw_seen, strict=True))
                 left_in += bool(left)
+                joins = sum(bool(_SENTENCE_JOIN.fullmatch(_strip(word))) for word in left)
+                join_words += joins
+                only_joins += bool(left) and joins == len(left)
                 for word in map(_strip, left):
                     if _JOINED.search(word):
                         words[GROUPS[0]][word.lower()] += 1
@@ -97,6 +107,10 @@ def main() -> int:
                 share = f"{count / total:.0%}" if total else "-"
                 top = ", ".join(f"{w} {n}" for w, n in counter.most_common(args.top))
                 print(f"  {name}: {count} ({share}): {top}")
+            print(
+                f"  of them sentence joins (two words after . ! ? , or ; without a space): {join_words} words; "
+                f"{only_joins} messages keep no other disguised word"
+            )
     return 0
 
 
