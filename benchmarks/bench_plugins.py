@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from spamguard.training.prefix_precision import read_cpu_info
 
 from public_data import MAIL, SMS, dataset
 
@@ -83,7 +84,7 @@ def main() -> None:
     bundle = args.bundle or gpt2_124m_bundle()
     load = os.getloadavg()
     print(f"# spamguard plugins benchmark, {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.2f}")
+    print(f"# {read_cpu_info().describe()}, {os.cpu_count()} CPUs, load average {load[0]:.2f}")
     print(f"# bundle {bundle} (int8)\n")
     sets = {"SMS": sms_texts, "mail": mails}
     rows = []

@@ -29,7 +29,6 @@ import email.policy
 import http.client
 import json
 import os
-import platform
 import shutil
 import signal
 import smtplib
@@ -42,6 +41,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+
+from spamguard.training.prefix_precision import read_cpu_info
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = 8
@@ -247,7 +248,7 @@ def main() -> None:
     messages = sample(data / "spamassassin_2003_part1", args.messages)
     load = os.getloadavg()
     print(f"# spamguard servers benchmark, {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average {load[0]:.2f}")
+    print(f"# {read_cpu_info().describe()}, {os.cpu_count()} CPUs, load average {load[0]:.2f}")
     print(f"# bundle {args.bundle}\n")
     rows: list[str] = []
     root = public_dir("spamguard-bench-servers-")
