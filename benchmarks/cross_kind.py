@@ -404,6 +404,9 @@ def main() -> int:
                 "history": training["history"],
                 "best_epoch": training["best_epoch"],
                 "epoch_rule": training["epoch_rule"],  # training.epoch_choice: how best_epoch was chosen
+                # where and when it ran, for a report that merges runs of several machines and days
+                "cpu": read_cpu_info().describe(),
+                "finished": f"{datetime.now():%Y-%m-%d %H:%M}",
             }
             | ({"epochs": epochs} if args.every_epoch else {})
         )
@@ -475,6 +478,16 @@ def kept_by(runs: list[dict[str, Any]]) -> str:
     return " and ".join(f"validation {name}" for name in names) or "-"
 
 
+def where_and_when(runs: list[dict[str, Any]]) -> str:
+    """`; finished FIRST to LAST on CPU` for a file's runs; runs recorded before 2026-12-01 name neither."""
+    finished = sorted(str(run["finished"]) for run in runs if "finished" in run)
+    cpus = sorted({str(run["cpu"]) for run in runs if "cpu" in run})
+    if not finished:
+        return "; when and on which CPU not recorded"
+    span = finished[0] if finished[0] == finished[-1] else f"{finished[0]} to {finished[-1]}"
+    return f"; finished {span} on {' and '.join(cpus)}"
+
+
 OLDER_RUNS = {"lr_schedule": "constant", "max_grad_norm": None}
 
 
@@ -504,7 +517,7 @@ def merge(files: list[Path], out: Path) -> int:
         first = first or config
         seeds = sorted({(r["set"], r["seed"]) for r in recorded["runs"]})
         described = ", ".join(f"{name} seed {seed}" for name, seed in seeds)
-        lines.append(f"- {path.parent.name}/{path.name}: {described}")
+        lines.append(f"- {path.parent.name}/{path.name}: {described}{where_and_when(recorded['runs'])}")
         runs += recorded["runs"]
     sets = [name for name in SETS if any(r["set"] == name for r in runs)]
     lines += ["", f"Settings: {first}; the kept epoch chosen by {kept_by(runs)}", "", *table(runs, sets), ""]
