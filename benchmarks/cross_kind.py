@@ -349,6 +349,7 @@ def main() -> int:
     rule = threshold_rule(ThresholdOptions(max_fpr=args.max_fpr), log=lambda _line: None)
 
     runs: list[dict[str, Any]] = []
+    cpu = read_cpu_info().describe()
     total = len(sets) * len(seeds)
     # seed by seed, so a slow stretch of a shared machine does not fall on one training set only
     for step, (seed, name) in enumerate(((s, n) for s in seeds for n in sets), start=1):
@@ -405,7 +406,7 @@ def main() -> int:
                 "best_epoch": training["best_epoch"],
                 "epoch_rule": training["epoch_rule"],  # training.epoch_choice: how best_epoch was chosen
                 # where and when it ran, for a report that merges runs of several machines and days
-                "cpu": read_cpu_info().describe(),
+                "cpu": cpu,
                 "finished": f"{datetime.now():%Y-%m-%d %H:%M}",
             }
             | ({"epochs": epochs} if args.every_epoch else {})
@@ -424,7 +425,6 @@ def main() -> int:
 
     command = command_line(args.out)
     counts = splits.counts_by_kind()
-    cpu = read_cpu_info().describe()
     clipped = f", gradients clipped to norm {args.max_grad_norm:g}" if args.max_grad_norm else ""
     lines = [
         "# Cross-kind benchmark: SMS only, mail only, both",
@@ -508,6 +508,8 @@ def merge(files: list[Path], out: Path) -> int:
             config = {key: recorded["config"].get(key, OLDER_RUNS.get(key)) for key in settings}
             if not isinstance(recorded["runs"], list):
                 raise TypeError("'runs' is not a list")
+            seeds = sorted({(r["set"], r["seed"]) for r in recorded["runs"]})
+            described = ", ".join(f"{name} seed {seed}" for name, seed in seeds) + where_and_when(recorded["runs"])
         except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
             print(f"error: {path} is not a cross_kind.json ({type(exc).__name__}: {exc})")
             return 1
@@ -515,9 +517,7 @@ def merge(files: list[Path], out: Path) -> int:
             print(f"error: {path} was run with other settings ({config}) than {files[0]} ({first})")
             return 1
         first = first or config
-        seeds = sorted({(r["set"], r["seed"]) for r in recorded["runs"]})
-        described = ", ".join(f"{name} seed {seed}" for name, seed in seeds)
-        lines.append(f"- {path.parent.name}/{path.name}: {described}{where_and_when(recorded['runs'])}")
+        lines.append(f"- {path.parent.name}/{path.name}: {described}")
         runs += recorded["runs"]
     sets = [name for name in SETS if any(r["set"] == name for r in runs)]
     lines += ["", f"Settings: {first}; the kept epoch chosen by {kept_by(runs)}", "", *table(runs, sets), ""]

@@ -204,8 +204,8 @@ def malformed(run: Any, splits: Splits) -> str | None:
                 f"{run['set']} seed {run['seed']}: an epoch's scores are not one P(spam) per message of the data "
                 f"sets folder's split ({sizes['validation']} validation and {sizes['test']} test messages)"
             )
-    if run.get("epoch_rule", "accuracy") not in RULES:
-        return f"{run['set']} seed {run['seed']}: kept its epoch by an unknown rule {run['epoch_rule']!r}"
+    if not isinstance(rule := run.get("epoch_rule", "accuracy"), str) or rule not in RULES:  # a list is unhashable
+        return f"{run['set']} seed {run['seed']}: kept its epoch by an unknown rule {rule!r}"
     if not isinstance(run.get("best_epoch"), int) or not 1 <= run["best_epoch"] <= len(epochs):
         return f"{run['set']} seed {run['seed']}: no kept epoch among its {len(epochs)}"
     tested = run.get("tested")

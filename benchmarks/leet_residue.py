@@ -83,10 +83,11 @@ def main() -> int:
                 left = [p for p, s in zip(plain_words, seen_words, strict=True) if p != s and p.lower() != s.lower()]
                 disguised_words += sum(p != s for p, s in zip(raw_plain, raw_seen, strict=True))
                 left_in += bool(left)
-                joins = sum(bool(_SENTENCE_JOIN.fullmatch(_strip(word))) for word in left)
+                stripped = [_strip(word) for word in left]
+                joins = sum(bool(_SENTENCE_JOIN.fullmatch(word)) for word in stripped)
                 join_words += joins
                 only_joins += bool(left) and joins == len(left)
-                for word in map(_strip, left):
+                for word in stripped:
                     if _JOINED.search(word):
                         words[GROUPS[0]][word.lower()] += 1
                     elif word.lower() in known:

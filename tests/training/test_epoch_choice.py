@@ -38,8 +38,8 @@ def test_a_kind_without_ham_or_spam_in_validation_keeps_accuracy() -> None:
 
 
 def test_recall_is_the_mean_over_kinds_at_each_kinds_own_threshold() -> None:
-    """Mail counts as much as SMS whatever their sizes: 2 of 2 mail spam and 1 of 3 SMS spam give 2/3, not the
-    pooled 3/5; each kind's threshold comes from its own ham (the product's rule)."""
+    """Mail counts as much as SMS whatever their sizes: 2 of 2 mail spam and 2 of 3 SMS spam give 5/6, not the
+    pooled 4/5; each kind's threshold comes from its own ham (the product's rule)."""
     scores = np.array([0.1, 0.2, 0.3, 0.35, 0.9, 0.7, 0.1, 0.6, 0.8, 0.95])
     rule = threshold_rule(ThresholdOptions(max_fpr=0.0), **QUIET)
     expected = []

@@ -73,3 +73,5 @@ def test_a_run_kept_by_another_epoch_than_its_rule_is_a_warning() -> None:
 def test_an_unknown_rule_is_one_line() -> None:
     assert malformed(run(3), splits()) is None
     assert malformed(run(3, rule="median"), splits()) == "both seed 1: kept its epoch by an unknown rule 'median'"
+    unhashable = run(3) | {"epoch_rule": ["recall"]}
+    assert malformed(unhashable, splits()) == "both seed 1: kept its epoch by an unknown rule ['recall']"
