@@ -478,6 +478,33 @@ def kept_by(runs: list[dict[str, Any]]) -> str:
     return " and ".join(f"validation {name}" for name in names) or "-"
 
 
+FIGURE_KEYS = ("threshold", "recall", "fpr", "recall_at_val_fpr", "fpr_at_val_fpr")  # a run's `tested[kind]`
+
+
+def run_problem(run: Any) -> str | None:
+    """What makes one run recorded in a cross_kind.json unusable in a report (a file edited by hand or cut short),
+    checked before any table is made, so it is one line rather than a traceback; None when it is whole."""
+    if not isinstance(run, dict) or run.get("set") not in SETS or not isinstance(run.get("seed"), int):
+        return "no training set and seed"
+    name = f"{run['set']} seed {run['seed']}"
+    if not isinstance(run.get("seconds"), float | int):
+        return f"{name}: no training time"
+    tested = run.get("tested")
+    if not isinstance(tested, dict) or any(
+        not isinstance(tested.get(kind), dict)
+        or not all(isinstance(tested[kind].get(k), float | int) for k in FIGURE_KEYS)
+        for kind in KINDS
+    ):
+        return f"{name}: no test figures of the bundle"
+    scores = run.get("scores")
+    if not isinstance(scores, dict) or any(
+        not isinstance(scores.get(part), list) or not all(isinstance(s, float | int) for s in scores[part])
+        for part in ("validation", "test")
+    ):
+        return f"{name}: no saved validation and test scores"
+    return None
+
+
 def where_and_when(runs: list[dict[str, Any]]) -> str:
     """`; finished FIRST to LAST on CPU` for a file's runs; runs recorded before 2026-12-01 name neither."""
     finished = sorted(str(run["finished"]) for run in runs if "finished" in run)
@@ -508,6 +535,8 @@ def merge(files: list[Path], out: Path) -> int:
             config = {key: recorded["config"].get(key, OLDER_RUNS.get(key)) for key in settings}
             if not isinstance(recorded["runs"], list):
                 raise TypeError("'runs' is not a list")
+            if problem := next(filter(None, map(run_problem, recorded["runs"])), None):
+                raise ValueError(f"a run: {problem}")
             seeds = sorted({(r["set"], r["seed"]) for r in recorded["runs"]})
             described = ", ".join(f"{name} seed {seed}" for name, seed in seeds) + where_and_when(recorded["runs"])
         except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:

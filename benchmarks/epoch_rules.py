@@ -46,6 +46,7 @@ from cross_kind import (  # a sibling script, not a package
     load_split,
     mean_sd,
     recall_met,
+    run_problem,
 )
 
 from spamguard.thresholds import ThresholdOptions, threshold_rule
@@ -185,13 +186,16 @@ CONFIG_KEYS = frozenset(
 def malformed(run: Any, splits: Splits) -> str | None:
     """What makes one run of a cross_kind.json unusable here, checked before any figure is computed, so a file
     edited by hand or cut short is one line rather than a traceback; None when it is whole."""
-    if not isinstance(run, dict) or run.get("set") not in SETS or not isinstance(run.get("seed"), int):
-        return "no training set and seed"
+    if (problem := run_problem(run)) is not None:  # what every report of recorded runs needs
+        return problem
     epochs, history = run.get("epochs"), run.get("history")
     if not isinstance(epochs, list) or not isinstance(history, list) or not epochs or len(epochs) != len(history):
         return f"{run['set']} seed {run['seed']}: epochs and history are not lists of one entry per epoch"
-    if not all(isinstance(h, dict) and isinstance(h.get("val_loss"), float | int) for h in history):
-        return f"{run['set']} seed {run['seed']}: a history entry has no validation loss"
+    if not all(
+        isinstance(h, dict) and all(isinstance(h.get(k), float | int) for k in ("val_loss", "val_accuracy"))
+        for h in history
+    ):
+        return f"{run['set']} seed {run['seed']}: a history entry has no validation loss and accuracy"
     sizes = {"validation": len(splits.validation), "test": len(splits.test)}
     for epoch in epochs:
         if not isinstance(epoch, dict) or any(
@@ -208,11 +212,6 @@ def malformed(run: Any, splits: Splits) -> str | None:
         return f"{run['set']} seed {run['seed']}: kept its epoch by an unknown rule {rule!r}"
     if not isinstance(run.get("best_epoch"), int) or not 1 <= run["best_epoch"] <= len(epochs):
         return f"{run['set']} seed {run['seed']}: no kept epoch among its {len(epochs)}"
-    tested = run.get("tested")
-    if not isinstance(tested, dict) or any(
-        not isinstance(tested.get(kind), dict) or "recall_at_val_fpr" not in tested[kind] for kind in SETS[run["set"]]
-    ):
-        return f"{run['set']} seed {run['seed']}: no test figures of the bundle"
     return None
 
 

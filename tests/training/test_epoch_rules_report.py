@@ -42,7 +42,7 @@ def scores(epoch: int) -> list[float]:
 
 
 def run(best_epoch: int, rule: str = "recall") -> dict[str, Any]:
-    figures = {"recall_at_val_fpr": 0.5, "fpr_at_val_fpr": 0.0, "fpr": 0.0}
+    figures = {"threshold": 0.5, "recall": 0.5, "fpr": 0.0, "recall_at_val_fpr": 0.5, "fpr_at_val_fpr": 0.0}
     return {
         "set": "both",
         "seed": 1,
@@ -51,6 +51,8 @@ def run(best_epoch: int, rule: str = "recall") -> dict[str, Any]:
         "best_epoch": best_epoch,
         "epoch_rule": rule,
         "tested": {"mail": figures, "sms": figures},
+        "seconds": 1.0,
+        "scores": {"validation": scores(3), "test": scores(3)},
     }
 
 
@@ -68,6 +70,18 @@ def test_a_run_kept_by_another_epoch_than_its_rule_is_a_warning() -> None:
     assert table[0] == "warning: both seed 1: the recall rule keeps epoch 3 here, the run kept 1 by it"
     table, _checks = report([run(3)], splits(), MAX_FPR)
     assert not table[0].startswith("warning")
+
+
+def test_a_run_cut_short_is_one_line() -> None:
+    """What cross_kind.py --merge refuses too (`cross_kind.run_problem`), and what only this report reads."""
+    assert malformed({k: v for k, v in run(3).items() if k != "tested"}, splits()) == (
+        "both seed 1: no test figures of the bundle"
+    )
+    assert malformed(run(3) | {"scores": {"validation": ["0.5"], "test": []}}, splits()) == (
+        "both seed 1: no saved validation and test scores"
+    )
+    no_accuracy = run(3) | {"history": [{"val_loss": 0.2}] * 3}
+    assert malformed(no_accuracy, splits()) == "both seed 1: a history entry has no validation loss and accuracy"
 
 
 def test_an_unknown_rule_is_one_line() -> None:
