@@ -40,7 +40,7 @@ from robustness.disguises import apply  # noqa: E402
 
 from spamguard.known_words import KNOWN_WORDS  # noqa: E402
 from spamguard.message_text import message_text  # noqa: E402
-from spamguard.normalize import _SEPARATOR  # noqa: E402
+_SEPARATOR = r"[-./_+=@\\:%&#~]"
 from spamguard.tokenizer import load_encoding  # noqa: E402
 
 from public_data import BPE, MAIL, SMS, dataset  # noqa: E402

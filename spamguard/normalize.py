@@ -85,25 +85,10 @@ def normalize_text(text: str) -> str:
     return undo_leetspeak(text)
 
 
-# A word of 3 to 24 ASCII letters and digits that imitate letters, holding both, standing on its own: not inside
-# a longer run (hashes, base64) and not joined by a separator to more letters or digits, as in a file name, path,
-# address or version ("apg-1.2.13-fr1.i386.rpm", "ww3.example", "a/b3"). A word with 2, 6, 8 or 9 is a number
-# or a name ("win32", "covid19", "gr8") and does not match.
-_SEPARATOR = r"[-./_+=@\\:%&#~]"
-_LEET_WORD = regex.compile(
-    rf"(?<![A-Za-z0-9]|[A-Za-z0-9]{_SEPARATOR})"
-    r"(?=[A-Za-z0-9]{0,23}[A-Za-z])(?=[A-Za-z0-9]{0,23}[013457])[A-Za-z013457]{3,24}"
-    rf"(?![A-Za-z0-9]|{_SEPARATOR}[A-Za-z0-9/])"
-)
-# The shapes names, numbers and SMS spelling take: up to three letters and a final digit ("pop3", "MI5"), digits
-# and at most two letters ("5am", "1st", "10am"), texting's "4" for "for" before three letters ("4the"), two
-# leading digits and letters ("30min"). Such a word is undone only into one of the `COMMON_WORDS` most frequent
-# known words: "4nd" -> "and", "571ll" -> "still", "tha7" -> "that", but "pop3", "Set5", "5am" stay ("pope",
-# "sets", "sam" are not among them). A word of one letter ("X11", "100k") only into one of the `VERY_COMMON_WORDS`
-# (not "xii" or "look"), or when it starts and ends with digits ("7h3", "54m3") one of the `COMMON_WORDS`.
-_AMBIGUOUS = regex.compile(r"[A-Za-z]{1,3}[013457]|[0-9]+[A-Za-z]{1,2}|4[A-Za-z]{3}|[0-9]{2}[A-Za-z]+")
-COMMON_WORDS = 1000
-VERY_COMMON_WORDS = 100
+# A run of ASCII letters and digits holding a letter and a digit that imitates one. Every such run is read with
+# its digits as letters, whatever it is (a word, a postcode, a version, a hash): the model then never sees a digit
+# inside a word, in training or in scoring, so digits left in a disguised word cannot read as spam's.
+_LEET_RUN = regex.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*[013457])[A-Za-z0-9]+")
 # The digits leetspeak writes for letters ("1" for "i" or "l"): the one table that undoing it here and imitating it
 # in training (`spamguard.training.augment`) both read.
 LEET_DIGITS = {"0": "o", "1": "il", "3": "e", "4": "a", "5": "s", "7": "t"}
@@ -114,44 +99,27 @@ _AS_L = str.maketrans({digit: letters[-1] for digit, letters in LEET_DIGITS.item
 def undo_leetspeak(text: str) -> str:
     """Step 5 of the module docstring on its own. It maps characters one for one, so a text keeps its length and
     its words their places (`benchmarks/text_unchanged.py` lines the two up to list what it changed)."""
-    return _LEET_WORD.sub(_unleet_word, text)
+    return _LEET_RUN.sub(_unleet_run, text)
 
 
-def _unleet_word(match: regex.Match[str]) -> str:
+def _unleet_run(match: regex.Match[str]) -> str:
     word = match.group()
-    ranks, capitalised = _word_ranks()
-    if sum(c.isalpha() for c in word) == 1:
-        # a letter between digits ("54m3", "7h3") is no unit or name ("100k", "X11")
-        limit = COMMON_WORDS if word[0].isdigit() and word[-1].isdigit() else VERY_COMMON_WORDS
-    elif _AMBIGUOUS.fullmatch(word):
-        limit = COMMON_WORDS
-    else:
-        limit = len(ranks)
     lower = word.lower()
-    shouted = all(c.isupper() for c in word if c.isalpha())
-    # a name only from a word of no number's shape, written with a capital
-    names = capitalised if limit == len(ranks) and (shouted or word[0].isupper()) else frozenset()
-    for table in (_AS_I, _AS_L) if "1" in word else (_AS_I,):
-        candidate = lower.translate(table)
-        if ranks.get(candidate, limit) < limit:
-            break
-        if candidate.capitalize() in names:
-            candidate = candidate.capitalize()
-            break
-    else:
-        return word
-    if shouted:
+    candidate = lower.translate(_AS_I)
+    if "1" in word and candidate not in _word_ranks():
+        as_l = lower.translate(_AS_L)
+        candidate = as_l if as_l in _word_ranks() else candidate
+    if all(c.isupper() for c in word if c.isalpha()):
         return candidate.upper()
     return "".join(c if c.isalpha() else new for c, new in zip(word, candidate, strict=True))
 
 
 @cache
-def _word_ranks() -> tuple[dict[str, int], frozenset[str]]:
-    """The known words' ranks, and the capitalised words. Built on the first word that looks like leetspeak: most
-    messages have none."""
-    from spamguard.known_words import CAPITALISED_WORDS, KNOWN_WORDS
+def _word_ranks() -> frozenset[str]:
+    """The known words. Built on the first "1" inside a word: most messages have none."""
+    from spamguard.known_words import KNOWN_WORDS
 
-    return {word: rank for rank, word in enumerate(KNOWN_WORDS)}, frozenset(CAPITALISED_WORDS)
+    return frozenset(KNOWN_WORDS)
 
 
 def _nfkc(text: str) -> str:
