@@ -6,7 +6,7 @@ For every SMS of the collection and every mail of the SpamAssassin sample under 
 with normalization (`TEXT_VERSION`) against without it (`message_text(..., normalize=False)`), and counts of
 what differs: per message, the characters that went and the characters that came. Then the leetspeak step on its
 own (`normalize.undo_leetspeak`, which keeps every character's place) over the text without normalization: how
-many messages of each kind and label it changes, and every word it rewrites."""
+many messages of each kind and label it changes, and the words it rewrites most often."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import sys
 from spamguard.message_text import TEXT_VERSION, message_text
 from spamguard.normalize import undo_leetspeak
 from spamguard.paths import datasets_dir
+
+TOP = 25  # rewritten words listed per kind and label
 
 
 def main() -> int:
@@ -51,8 +53,11 @@ def main() -> int:
                     if old != new:
                         words[(f"{kind} {label}", old, new)] += 1
         print(f"{kind}: " + ", ".join(f"{changed[label]} of {totals[label]} {label}" for label in sorted(totals)))
-    for (where, old, new), count in sorted(words.items()):
-        print(f"  {count:5d}  {where}: {old!r} -> {new!r}")
+    for where in sorted({where for where, _, _ in words}):
+        rewrites = collections.Counter({(old, new): n for (at, old, new), n in words.items() if at == where})
+        print(f"{where}: {len(rewrites)} distinct words rewritten, {sum(rewrites.values())} in all; the most frequent:")
+        for (old, new), count in rewrites.most_common(TOP):
+            print(f"  {count:5d}  {old!r} -> {new!r}")
     return 0
 
 

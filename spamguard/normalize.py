@@ -19,20 +19,16 @@ rare tokens, while the person reading sees the same word. `normalize_text` undoe
    as it is, and so does a word that mixes Latin with letters that have no Latin look-alike ("Приветcafé" from
    two joined encoded words).
 
-5. leetspeak: in an ASCII word of letters and the digits that imitate them (0 o, 1 i or l, 3 e, 4 a, 5 s, 7 t),
-   the digits become those letters when that gives a word GPT-2's vocabulary holds whole (`spamguard.known_words`:
-   "fr33" -> "free", "m0n3y" -> "money", "c1ick" -> "click"). Digits also write "mp3", "md5", "4gb", "win32",
-   "covid19", "pop3", "X11", times, ordinals, versions and order numbers, so a word is left as written when the
-   letters give no known word ("mpe", "agb"), when it holds another digit (2, 6, 8, 9), or when it is joined to
-   more letters and digits by a separator (a file name, path, address or version); a word of the shapes that
-   names, numbers and SMS spelling take ("pop3", "5am", "4the") only becomes one of the `COMMON_WORDS` most
-   frequent words ("4nd" -> "and", "tha7" -> "that"; "pope", "sam" are not among them), and a word of one letter
-   only one of the `VERY_COMMON_WORDS` ("X11" and "100k" stay), or of the `COMMON_WORDS` when digits stand on both
-   sides of it ("7h3" -> "the", "54m3" -> "same": no unit or name is written so). A word of no such shape that
-   starts with a capital or is all capitals may also become a word GPT-2 holds only capitalised ("Q4t4r" ->
-   "Qatar", "4UGU5T" -> "AUGUST"): names, months and places, which no lower-case word gives back.
-   Case follows the word: "FR33" -> "FREE". What this changes in the public corpora, word by word, is in
-   docs/robustness.md.
+5. leetspeak: in every run of ASCII letters and digits that holds a letter, the digits that imitate letters (0 o, 1
+   i or l, 3 e, 4 a, 5 s, 7 t) become those letters: "fr33" -> "free", "m0n3y" -> "money", "FR33" -> "FREE",
+   "Sh0p.We" -> "Shop.We". A "1" reads as "l" when that gives a word GPT-2's vocabulary holds whole and "i" does not
+   ("c1ick" -> "click", `spamguard.known_words`), as "i" otherwise. Digits also write "mp3", "5am", "W45WQ", "win32"
+   and hashes, and these change too ("mpe", "sam", "WASWQ", "wine2"): the model reads the same text in training as
+   in scoring, so what it loses is the rare difference between a digit and its letter ("5am" and "sam" read alike),
+   while rules that kept some digits inside words (text versions 3 and 4) left leetspeak ham reading like the spam
+   those digits came from (docs/robustness.md measures both). A run without letters ("2024", "0800 123 4567") stays
+   as written, and so does a word whose every letter was written as a digit ("533" for "see"): nothing says it was a
+   word. Letters keep their case; a digit becomes a capital in a run of two or more letters, all capitals.
 
 The result is idempotent (normalizing twice changes nothing), so text that is already normalized (an `Example`
 from `spamguard.mail_sources`) can go through again. Time is linear in the text."""
@@ -85,9 +81,7 @@ def normalize_text(text: str) -> str:
     return undo_leetspeak(text)
 
 
-# A run of ASCII letters and digits holding a letter and a digit that imitates one. Every such run is read with
-# its digits as letters, whatever it is (a word, a postcode, a version, a hash): the model then never sees a digit
-# inside a word, in training or in scoring, so digits left in a disguised word cannot read as spam's.
+# A run of ASCII letters and digits that holds a letter and a digit imitating one (step 5).
 _LEET_RUN = regex.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[A-Za-z])(?=[A-Za-z0-9]*[013457])[A-Za-z0-9]+")
 # The digits leetspeak writes for letters ("1" for "i" or "l"): the one table that undoing it here and imitating it
 # in training (`spamguard.training.augment`) both read.
@@ -103,20 +97,21 @@ def undo_leetspeak(text: str) -> str:
 
 
 def _unleet_run(match: regex.Match[str]) -> str:
-    word = match.group()
-    lower = word.lower()
-    candidate = lower.translate(_AS_I)
-    if "1" in word and candidate not in _word_ranks():
+    run = match.group()
+    lower = run.lower()
+    letters = lower.translate(_AS_I)
+    if "1" in run and letters not in _known_words():
         as_l = lower.translate(_AS_L)
-        candidate = as_l if as_l in _word_ranks() else candidate
-    if all(c.isupper() for c in word if c.isalpha()):
-        return candidate.upper()
-    return "".join(c if c.isalpha() else new for c, new in zip(word, candidate, strict=True))
+        letters = as_l if as_l in _known_words() else letters
+    capitals = [c.isupper() for c in run if c.isalpha()]
+    if len(capitals) > 1 and all(capitals):  # "FR33"; one capital is a word's first letter ("T34" -> "Tea")
+        return letters.upper()
+    return "".join(c if c.isalpha() else new for c, new in zip(run, letters, strict=True))
 
 
 @cache
-def _word_ranks() -> frozenset[str]:
-    """The known words. Built on the first "1" inside a word: most messages have none."""
+def _known_words() -> frozenset[str]:
+    """Read on the first "1" inside a word: most messages have none."""
     from spamguard.known_words import KNOWN_WORDS
 
     return frozenset(KNOWN_WORDS)

@@ -1,11 +1,12 @@
 """Leetspeak copies of training messages (`spamguard train --augment-leetspeak SHARE`).
 
-The text function undoes most leetspeak (`spamguard.normalize`, step 5), but not all of it: a word GPT-2 does not
-hold whole ("Ind1a", French "l35"), a short word of a shape that numbers and names take ("u53", "rul3"), a word
-joined by a hyphen ("CD-R0M"). A model that never saw such digits in training reads them as it read the digits it
-did see, which in SMS are spam's (prices, short codes, "txt 87121"): disguised spam can pass and disguised ham is
-flagged. Copies of some training messages with letters written as digits, read through the same text function,
-show the model what the runtime will hand it of a disguised message, under the message's own label.
+The text function reads every digit that imitates a letter inside a word as that letter (`spamguard.normalize`,
+step 5, since text version 6), but not all leetspeak comes back: a word whose every letter became a digit ("533"
+for "see") stays a number, a "1" can be read as the other letter ("maiis"), and a capital written as a digit
+comes back in lower case. Copies of some training messages with letters written as digits, read through the same
+text function, show the model what the runtime will hand it of a disguised message, under the message's own
+label. (Under text versions 3 and 4, which left many more digits inside words, the copies halved the rise of the
+false-positive rate on leetspeak ham; what they do under version 6 is in docs/robustness.md.)
 
 Each chosen message gets its own substitution rate, drawn between `MIN_RATE` and `MAX_RATE`, so the model sees
 light and heavy disguise alike; the table is the text function's own (`LEET_DIGITS`). The copies join the

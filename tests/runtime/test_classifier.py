@@ -165,9 +165,11 @@ NOT_A_VERSION = "corrupt bundle {path}: 'text_version' in spamguard.json must be
 @pytest.mark.parametrize(
     ("version", "line"),
     [
-        (None, TRAINED_ON + "1, this spamguard reads messages as version 4: retrain the model (spamguard train)"),
-        (3, TRAINED_ON + "3, this spamguard reads messages as version 4: retrain the model (spamguard train)"),
-        (5, TRAINED_ON + "5, this spamguard reads messages as version 4: upgrade spamguard (pip install -U spamguard)"),
+        (None, TRAINED_ON + "1, this spamguard reads messages as version 6: retrain the model (spamguard train)"),
+        (4, TRAINED_ON + "4, this spamguard reads messages as version 6: retrain the model (spamguard train)"),
+        # the version tried and not adopted: its bundles are refused, not read as version 6
+        (5, TRAINED_ON + "5, this spamguard reads messages as version 6: retrain the model (spamguard train)"),
+        (7, TRAINED_ON + "7, this spamguard reads messages as version 6: upgrade spamguard (pip install -U spamguard)"),
         ("2", NOT_A_VERSION + '"2"'),  # not a version at all: the manifest's schema refuses it first
         (True, NOT_A_VERSION + "true"),
     ],
@@ -182,7 +184,7 @@ def test_a_model_trained_on_another_text_version_is_refused(
 
     copy = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
     manifest = json.loads((copy / MANIFEST).read_text())
-    assert manifest["text_version"] == 4
+    assert manifest["text_version"] == 6
     if version is None:
         del manifest["text_version"]
     else:

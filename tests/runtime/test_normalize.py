@@ -16,7 +16,7 @@ from robustness.non_latin import NON_LATIN_HAM
 
 from spamguard.html_text import html_text
 from spamguard.message_text import MAX_TEXT_CHARS, message_text
-from spamguard.normalize import normalize_text
+from spamguard.normalize import normalize_text, undo_leetspeak
 
 from conftest import MAIL_DIR, SMS_FILE
 
@@ -92,37 +92,36 @@ def test_committed_lookalike_table_matches_the_confusables_data() -> None:
     ("disguised", "plain"),
     [
         ("fr33 m0n3y, C1ick h3r3 7oday! FR33 PR1Z3", "free money, Click here today! FREE PRIZE"),
-        ("4nd tha7 571ll 7h3", "and that still the"),  # number-like shapes, into common words
+        ("4nd tha7 571ll 7h3 54m3", "and that still the same"),
         ("(fr33) 'm0n3y' fr33.", "(free) 'money' free."),
         ("Clаim yоur fr33 priz3", "Claim your free prize"),  # look-alikes and digits in one word list
-        ("in 4UGU5T, Q4t4r 4nd N0k14", "in AUGUST, Qatar and Nokia"),  # names GPT-2 holds only capitalised
-        ("54m3 74k3 53ek1ng", "same take seeking"),  # a letter between digits, digits inside: no number's shape
+        ("in 4UGU5T, Q4t4r 4nd N0k14", "in AUGUST, Qatar and Nokia"),  # letters keep their case
+        ("c1ick 0n1ine 1ink w1n", "click online link win"),  # "1" as "l" only where that gives a known word
+        ("T34 Sh0p.We fr33-m0n3y http://fr33.com/a", "Tea Shop.We free-money http://free.com/a"),  # joined runs
+        # digits inside words that were never leetspeak read as letters too: the model reads them so in training
+        ("mp3 5am W45WQ win32 4x4 X11 150p", "mpe sam WASWQ wine2 axa Xii isop"),
     ],
 )
-def test_leetspeak_into_known_words(disguised: str, plain: str) -> None:
+def test_leetspeak_is_read_as_letters(disguised: str, plain: str) -> None:
     assert normalize_text(disguised) == plain
 
 
 @pytest.mark.parametrize(
     "text",
     [
-        "mp3 md5 4gb 4x4 win32 b2b covid19 gr8",  # no known word, or a digit that imitates no letter
-        "pop3 Set5 MI5 sha1 ps3 X11 100k [14B]",  # names and numbers: "pope", "sets" are not common enough
-        "L30 T40 05l0",  # a word of a number's shape never becomes a capitalised word ("Leo", "Tao", "Oslo")
-        "n0k14 15414h",  # written in lower case: no capital to go on ("Nokia", "Isaiah")
-        "5am 10am 1st 3rd 4th 150p 30min",  # times, ordinals, quantities
-        "apg-1.2.13-fr1.i386.rpm ww3.example.com a/fr33/b fr33-m0n3y http://fr33.com a3f5e0b1",
+        "2024 0800 123 4567 £1500 10.5 3:45",  # no letter in the run
+        "gr8 b2b x86 2nite 9am 6pm",  # 2, 6, 8 and 9 imitate no letter
+        "533 7007",  # every letter written as a digit: nothing says it was a word
     ],
 )
-def test_digits_that_are_not_leetspeak_stay(text: str) -> None:
+def test_digits_that_imitate_no_letter_stay(text: str) -> None:
     assert normalize_text(text) == text
 
 
-def test_leetspeak_disguise_is_mostly_undone() -> None:
-    """Leetspeak is not reversible (is "5" an "s" or a five?): of the words the disguise changes in the
-    committed messages, most come back (87.1%; 84.5% in text version 3, before names and a letter between digits);
-    what stays is names in lower case, words that are not GPT-2 tokens and number-shaped words outside the most
-    frequent ("rul3", "u53")."""
+def test_leetspeak_disguise_is_undone() -> None:
+    """Of the words the disguise changes in the committed messages, all but a few come back, case aside (87.1% in
+    text version 4, which kept digits in words of a number's shape); what stays is words whose every letter became
+    a digit ("533" for "see") and a "1" read as the wrong letter."""
     changed = undone = 0
     for index, message in enumerate([p.read_bytes() for p in MAILS] + SMS):
         disguised = apply("leetspeak", message, random.Random(f"7:leet:{index}"))
@@ -133,7 +132,7 @@ def test_leetspeak_disguise_is_mostly_undone() -> None:
             for plain, leet, read in zip(before, after, seen, strict=True):
                 changed += plain != leet
                 undone += plain != leet and read.lower() == plain.lower()
-    assert changed > 10_000 and undone / changed > 0.86, (undone, changed)
+    assert changed > 10_000 and undone / changed > 0.99, (undone, changed)
 
 
 def test_committed_known_words_match_gpt2_vocabulary() -> None:
@@ -141,15 +140,14 @@ def test_committed_known_words_match_gpt2_vocabulary() -> None:
     import importlib.util
     from pathlib import Path
 
-    from spamguard.known_words import CAPITALISED_WORDS, KNOWN_WORDS
+    from spamguard.known_words import KNOWN_WORDS
 
     tool = Path(__file__).resolve().parents[2] / "tools" / "make_known_words.py"
     spec = importlib.util.spec_from_file_location("make_known_words", tool)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    assert module.build() == (KNOWN_WORDS, CAPITALISED_WORDS)
-    assert KNOWN_WORDS[:3] == ("the", "and", "that") and "free" in KNOWN_WORDS
-    assert "August" in CAPITALISED_WORDS and "Nokia" in CAPITALISED_WORDS and "The" not in CAPITALISED_WORDS
+    assert module.build() == KNOWN_WORDS
+    assert KNOWN_WORDS[:3] == ("the", "and", "that") and "click" in KNOWN_WORDS and "ciick" not in KNOWN_WORDS
 
 
 def test_disguises_are_seeded() -> None:
@@ -188,21 +186,22 @@ def test_normalize_is_idempotent(text: str) -> None:
     assert normalize_text(once) == once
 
 
-def test_committed_sms_unchanged_but_for_ellipses() -> None:
+def test_committed_sms_unchanged_but_for_ellipses_and_digits_in_words() -> None:
     changed = [(t, message_text(t)) for t in SMS if message_text(t) != t]
-    assert all(new == old.replace("\u2026", "...") for old, new in changed)
+    assert changed and all(new == undo_leetspeak(old.replace("\u2026", "...")) for old, new in changed)
 
 
 def test_committed_mail_changes_only_by_compatibility_forms() -> None:
     """Mail without disguises reads the same with and without normalization, but for NFKC's compatibility forms
-    (… ™ ½ ² full-width punctuation, mis-decoded charset debris), soft hyphens, and collapsed spaces."""
+    (… ™ ½ ² full-width punctuation, mis-decoded charset debris), soft hyphens, digits inside words read as letters
+    ("mp3" -> "mpe"), and collapsed spaces."""
     import unicodedata
 
     for path in MAILS:
         raw = path.read_bytes()
         plain, normalized = message_text(raw, normalize=False), message_text(raw)
         if plain != normalized and not CJK.search(plain):  # CJK keeps full-width punctuation (next test)
-            expected = unicodedata.normalize("NFKC", plain.replace("\u00ad", ""))
+            expected = undo_leetspeak(unicodedata.normalize("NFKC", plain.replace("\u00ad", "")))
             assert " ".join(normalized.split()) == " ".join(expected.split()), path.name
 
 

@@ -3,6 +3,8 @@ under the message's label, for a seeded share of the training split only."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from spamguard.datasets import HAM, SPAM, Example
@@ -23,23 +25,33 @@ EXAMPLES = [  # each message's line number as its source: a copy names its origi
 def test_copies_are_what_the_runtime_reads_under_the_same_label() -> None:
     copies = leetspeak_copies(EXAMPLES, 1.0, seed=1)
     originals = {e.text: e for e in EXAMPLES}
-    # 147 of the 200: a message with no word of 3+ letters, or one the text function undoes whole, gives no copy
-    assert len(copies) > 120
+    # 101 of the 200: a message the text function reads back whole gives no copy
+    assert len(copies) > 80
     digits = set(LEET_DIGITS)
     for copy in copies:
         assert copy.text not in originals and normalize_text(copy.text) == copy.text
         original = EXAMPLES[int(copy.source.rpartition(":")[2])]
         assert (copy.kind, copy.label) == (original.kind, original.label)
         assert len(copy.text.split()) == len(original.text.split())
+        # what the text function cannot give back: a word whose every letter became a digit ("533"), a "1" read
+        # as the other letter ("iike"), a capital written as a digit ("7ext" came back as "text")
+        for word, read in zip(_RUN.findall(original.text), _RUN.findall(copy.text), strict=True):
+            assert read == word or not any(c.isalpha() for c in read) or _fold(read) == _fold(word), (word, read)
     assert {c.label for c in copies} == {HAM, SPAM}
-    # most keep digits the text function could not undo; the rest differ in case ("7ext" came back as "text")
-    assert sum(any(c in digits for c in copy.text) for copy in copies) > 0.8 * len(copies)
+    assert any(any(c in digits for c in copy.text) for copy in copies)
+
+
+_RUN = re.compile("[A-Za-z0-9]+")  # the text function's unit: a digit imitates a letter within a run
+
+
+def _fold(word: str) -> str:
+    return word.lower().replace("l", "i")
 
 
 def test_share_and_seed() -> None:
     assert leetspeak_copies(EXAMPLES, 0.0, seed=1) == []
     half = leetspeak_copies(EXAMPLES, 0.5, seed=1)
-    assert 60 <= len(half) <= 120
+    assert 35 <= len(half) <= 70
     assert half == leetspeak_copies(EXAMPLES, 0.5, seed=1)
     assert half != leetspeak_copies(EXAMPLES, 0.5, seed=2)
     for share in (-0.1, 1.5):
