@@ -1,10 +1,11 @@
 """Means over seeds of `bench_robustness.py` runs: one results.md per seed in, the two tables of means out.
 
-    python benchmarks/robustness_means.py RUN1/results.md RUN2/results.md ... [--out means.md]
+    python benchmarks/robustness_means.py RUN1/results.md RUN2/results.md ... [--out means.md] [--chart means.png]
 
 One training per seed says little when a mail test part holds 50 spam (one message is 2 points): the target
 (recall within 2 points of plain under every disguise, FPR not rising) is read on the means. Rows are matched by
-method and kind; a row missing from a run is left out of the means (and named)."""
+method and kind; a row missing from a run is left out of the means (and named). The chart draws the means as bars
+and each seed's figure as a dot on its bar, so the spread the means hide stays in sight."""
 
 from __future__ import annotations
 
@@ -68,10 +69,40 @@ def _table(
     return lines
 
 
+def chart(names: list[str], runs: list[tuple[Table, Table]], means_of: tuple[Table, Table], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(dict.fromkeys(kind for _, kind in means_of[0]))
+    methods = list(dict.fromkeys(method for method, _ in means_of[0]))
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(16, 3.6 * len(kinds)), squeeze=False)
+    width = 0.8 / max(1, len(methods))
+    for row, kind in enumerate(kinds):
+        for col, what in enumerate(("recall % on disguised spam", "FPR % on disguised ham")):
+            ax = axes[row, col]
+            for j, method in enumerate(methods):
+                mean = means_of[col].get((method, kind), {})
+                x = [i + j * width for i, n in enumerate(names) if n in mean]
+                ax.bar(x, [mean[n] for n in names if n in mean], width, label=method, alpha=0.7)
+                for tables in runs:
+                    seed = tables[col].get((method, kind), {})
+                    ax.plot(x, [seed.get(n, float("nan")) for n in names if n in mean], "k.", markersize=3)
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names, rotation=20, fontsize=8)
+            ax.set_title(f"{kind}: {what}", fontsize=10)
+    axes[0, 1].legend(fontsize=8)
+    fig.suptitle(f"means of {len(runs)} seeds (bars) and each seed (dots)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, nargs="+", help="results.md of each run")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables here")
+    parser.add_argument("--chart", type=Path, default=None, help="draw the means and each seed's figures here (PNG)")
     args = parser.parse_args()
     try:
         read = [read_tables(path) for path in args.results]
@@ -86,6 +117,8 @@ def main() -> int:
     print(text, end="")
     if args.out:
         args.out.write_text(text, encoding="utf-8")
+    if args.chart:
+        chart(read[0][0], [(r[1], r[2]) for r in read], (recall, fpr), args.chart)
     return 0
 
 

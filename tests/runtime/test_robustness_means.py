@@ -34,6 +34,17 @@ def test_means_of_two_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert "| spamguard, normalized | sms | 1.0 | 1.5 | n/a | 0.5 |" in text  # the rise: 1.5 - 1.0
 
 
+def test_chart_of_the_means_and_each_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    runs = []
+    for i, (recall, leet, fpr) in enumerate(((94.0, 90.0, 2.0), (96.0, 95.0, 1.0))):
+        runs.append(tmp_path / f"{i}.md")
+        runs[-1].write_text(RUN.format(recall=recall, leet=leet, fpr=fpr))
+    monkeypatch.setattr(sys, "argv", ["robustness_means.py", *map(str, runs), "--chart", str(tmp_path / "m.png")])
+    assert robustness_means.main() == 0
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_a_file_without_the_tables_is_one_error_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
