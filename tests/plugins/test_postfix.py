@@ -117,7 +117,8 @@ def test_delivered_mail_carries_the_headers(postfix_scores: dict[Path, float]) -
 def test_reject_above_the_reject_threshold(
     stack: MailStack, tiny_bundle: Path, postfix_scores: dict[Path, float], tmp_path: Path
 ) -> None:
-    ranked = sorted(postfix_scores, key=postfix_scores.__getitem__)
+    # the first message of the sample went through with forged headers before it: its score is another text's
+    ranked = sorted((path for path in postfix_scores if path != SAMPLE[0]), key=postfix_scores.__getitem__)
     low, high = ranked[0], ranked[-1]
     cut = (postfix_scores[low] + postfix_scores[high]) / 2
     stack.clear_sink()
