@@ -22,11 +22,16 @@ False-positive rate % on the test ham given the same disguise
 """
 
 
-def test_means_of_two_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _two_runs(folder: Path) -> list[Path]:
     runs = []
     for i, (recall, leet, fpr) in enumerate(((94.0, 90.0, 2.0), (96.0, 95.0, 1.0))):
-        runs.append(tmp_path / f"{i}.md")
+        runs.append(folder / f"{i}.md")
         runs[-1].write_text(RUN.format(recall=recall, leet=leet, fpr=fpr))
+    return runs
+
+
+def test_means_of_two_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = _two_runs(tmp_path)
     monkeypatch.setattr(sys, "argv", ["robustness_means.py", *map(str, runs), "--out", str(tmp_path / "means.md")])
     assert robustness_means.main() == 0
     text = (tmp_path / "means.md").read_text()
@@ -36,10 +41,7 @@ def test_means_of_two_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_chart_of_the_means_and_each_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
-    runs = []
-    for i, (recall, leet, fpr) in enumerate(((94.0, 90.0, 2.0), (96.0, 95.0, 1.0))):
-        runs.append(tmp_path / f"{i}.md")
-        runs[-1].write_text(RUN.format(recall=recall, leet=leet, fpr=fpr))
+    runs = _two_runs(tmp_path)
     monkeypatch.setattr(sys, "argv", ["robustness_means.py", *map(str, runs), "--chart", str(tmp_path / "m.png")])
     assert robustness_means.main() == 0
     assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
