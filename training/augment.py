@@ -7,7 +7,7 @@ comes back in lower case. Copies of some training messages with letters written 
 text function, show the model what the runtime will hand it of a disguised message, under the message's own
 label. Under text versions 3 and 4, which left many more digits inside words, the copies halved the rise of the
 false-positive rate on leetspeak ham; under version 6 the model without copies no longer shows that rise
-(docs/robustness.md), and what the copies add to it has not been measured.
+(docs/robustness.md), and on three seeds the copies made its leetspeak figures slightly worse.
 
 Each chosen message gets its own substitution rate, drawn between `MIN_RATE` and `MAX_RATE`, so the model sees
 light and heavy disguise alike; the table is the text function's own (`LEET_DIGITS`). The copies join the
