@@ -33,11 +33,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from robustness.disguises import apply  # noqa: E402
 
 from spamguard.message_text import message_text  # noqa: E402
+from spamguard.normalize import RUN  # noqa: E402
 
 from public_data import MAIL, SMS, dataset  # noqa: E402
 
 GROUPS = ("no letter left", 'a "1" read as the other letter', "other")
-_RUN = re.compile("[A-Za-z0-9]+")  # the undo step's unit
+_RUN = re.compile(RUN)  # the undo step's unit
 
 
 def _group(plain: str, seen: str) -> str:

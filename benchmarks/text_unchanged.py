@@ -41,7 +41,8 @@ def main() -> int:
         for reason, count in reasons.most_common(30):
             print(f"  {count:5d}  {reason}")
     print(f"leetspeak step (text version {TEXT_VERSION}) on the text without normalization:")
-    words: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    # rewritten words per "kind label": (old, new) -> how often
+    words: dict[str, collections.Counter[tuple[str, str]]] = collections.defaultdict(collections.Counter)
     for kind, items, label_of in (("SMS", sms, labels), ("mail", mails, [p.parent.name for p in mails])):
         changed, totals = collections.Counter(), collections.Counter(label_of)
         for item, label in zip(items, label_of, strict=True):
@@ -51,10 +52,9 @@ def main() -> int:
                 changed[label] += 1
                 for old, new in zip(before.split(), after.split(), strict=True):
                     if old != new:
-                        words[(f"{kind} {label}", old, new)] += 1
+                        words[f"{kind} {label}"][(old, new)] += 1
         print(f"{kind}: " + ", ".join(f"{changed[label]} of {totals[label]} {label}" for label in sorted(totals)))
-    for where in sorted({where for where, _, _ in words}):
-        rewrites = collections.Counter({(old, new): n for (at, old, new), n in words.items() if at == where})
+    for where, rewrites in sorted(words.items()):
         print(f"{where}: {len(rewrites)} distinct words rewritten, {sum(rewrites.values())} in all; the most frequent:")
         for (old, new), count in rewrites.most_common(TOP):
             print(f"  {count:5d}  {old!r} -> {new!r}")

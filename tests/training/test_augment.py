@@ -8,7 +8,7 @@ import re
 import pytest
 
 from spamguard.datasets import HAM, SPAM, Example
-from spamguard.normalize import LEET_DIGITS, normalize_text
+from spamguard.normalize import LEET_DIGITS, RUN, normalize_text
 from spamguard.training.augment import leetspeak_copies
 from spamguard.training.errors import TrainingError
 
@@ -41,7 +41,7 @@ def test_copies_are_what_the_runtime_reads_under_the_same_label() -> None:
     assert any(any(c in digits for c in copy.text) for copy in copies)
 
 
-_RUN = re.compile("[A-Za-z0-9]+")  # the text function's unit: a digit imitates a letter within a run
+_RUN = re.compile(RUN)  # the text function's unit: a digit imitates a letter within a run
 
 
 def _fold(word: str) -> str:
